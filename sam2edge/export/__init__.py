@@ -1,0 +1,1 @@
+"""Export stage: one spec per artifact -> ONNX export -> verification -> TensorRT build."""

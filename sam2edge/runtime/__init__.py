@@ -1,0 +1,1 @@
+"""Runtime: runners per backend, backend selection, image predictor, video tracker, caches."""
