@@ -33,7 +33,9 @@ def have_oracle() -> bool:
     return True
 
 
-requires_oracle = pytest.mark.skipif(not have_oracle(), reason="official sam2==1.1.0 not installed (pip install per requirements/oracle.txt)")
+requires_oracle = pytest.mark.skipif(
+    not have_oracle(), reason="official sam2==1.1.0 not installed (pip install per requirements/oracle.txt)"
+)
 
 
 @functools.lru_cache(maxsize=2)
@@ -82,6 +84,9 @@ def preprocess_exact(image: np.ndarray, size: int = 1024):
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
     return (x - mean) / std
+
+
+test_images.__test__ = False  # a data helper, not a test, wherever it is imported
 
 
 def max_abs(a, b) -> float:

@@ -1,0 +1,135 @@
+"""SAM2Model: the SAM2 / SAM2.1 networks assembled under the official state-dict names.
+
+This module only wires the networks together and holds the handful of top-level
+parameters (memory temporal encodings, no-memory / no-object embeddings, object-pointer
+projections). It keeps no video state: the tracker (runtime/) owns the memory bank and
+calls the small, stateless methods here.
+
+An official checkpoint's ``model`` dict loads with ``load_state_dict(strict=True)``.
+Constants derived from the configuration (position encodings, RoPE tables, dense PE)
+are non-persistent buffers inside the networks.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from sam2edge.config import ModelConfig, get_config
+from sam2edge.model.common import MLP, sine_position_encoding_1d
+from sam2edge.model.image_encoder import ImageEncoder
+from sam2edge.model.mask_decoder import MaskDecoder
+from sam2edge.model.memory_attention import MemoryAttention
+from sam2edge.model.memory_encoder import MemoryEncoder
+from sam2edge.model.prompt_encoder import PromptEncoder
+
+
+class ImageFeatures(NamedTuple):
+    """What the image encoder artifact produces for a batch of B images."""
+
+    image_embed: torch.Tensor  # [B,256,64,64] 64² features + no_mem_embed (decoder input)
+    high_res_feats_0: torch.Tensor  # [B,32,256,256] conv_s0 of the 256² level
+    high_res_feats_1: torch.Tensor  # [B,64,128,128] conv_s1 of the 128² level
+    vision_features: torch.Tensor  # [B,256,64,64] raw 64² features (memory path)
+
+
+class DecoderOutput(NamedTuple):
+    """All four mask tokens for N prompts; selection happens outside the network."""
+
+    masks: torch.Tensor  # [N,4,256,256] low-res logits (token 0 = single-mask output)
+    iou: torch.Tensor  # [N,4] predicted IoU (sigmoid)
+    tokens: torch.Tensor  # [N,4,256] mask-token outputs
+    object_score_logits: torch.Tensor  # [N,1]
+    obj_ptr: torch.Tensor  # [N,4,256] obj_ptr_proj of every token (not yet gated)
+
+
+class SAM2Model(nn.Module):
+    """The networks of one SAM2 variant, state-dict compatible with the official SAM2Base."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        d, mem = cfg.d_model, cfg.mem_dim
+        side = cfg.embedding_size
+        self.image_encoder = ImageEncoder(cfg)
+        self.mask_downsample = nn.Conv2d(1, 1, kernel_size=4, stride=4)
+        self.memory_attention = MemoryAttention(d_model=d, kv_dim=mem, feat_size=(side, side))
+        self.memory_encoder = MemoryEncoder()
+        self.maskmem_tpos_enc = nn.Parameter(torch.zeros(cfg.num_maskmem, 1, 1, mem))
+        self.no_mem_embed = nn.Parameter(torch.zeros(1, 1, d))
+        self.no_mem_pos_enc = nn.Parameter(torch.zeros(1, 1, d))
+        self.no_obj_ptr = nn.Parameter(torch.zeros(1, d))
+        if cfg.no_obj_embed_spatial:
+            self.no_obj_embed_spatial = nn.Parameter(torch.zeros(1, mem))
+        else:
+            self.no_obj_embed_spatial = None
+        self.sam_prompt_encoder = PromptEncoder(
+            embed_dim=d, image_embedding_size=(side, side), input_image_size=(cfg.image_size, cfg.image_size)
+        )
+        self.sam_mask_decoder = MaskDecoder()
+        self.obj_ptr_proj = MLP(d, d, d, 3)
+        self.obj_ptr_tpos_proj = nn.Linear(d, mem) if cfg.proj_tpos_enc_in_obj_ptrs else nn.Identity()
+
+    # -- image path --------------------------------------------------------------------
+    def encode_image(self, image: torch.Tensor) -> ImageFeatures:
+        """image [B,3,S,S] normalised -> ImageFeatures (what set_image computes)."""
+        f0, f1, f2 = self.image_encoder(image)
+        hr0, hr1 = self.sam_mask_decoder.project_high_res(f0, f1)
+        image_embed = f2 + self.no_mem_embed.view(1, -1, 1, 1)
+        return ImageFeatures(image_embed, hr0, hr1, f2)
+
+    def decode_prompts(
+        self,
+        image_embed: torch.Tensor,
+        high_res_feats_0: torch.Tensor,
+        high_res_feats_1: torch.Tensor,
+        point_coords: torch.Tensor,
+        point_labels: torch.Tensor,
+        mask_input: torch.Tensor | None = None,
+        has_mask: torch.Tensor | None = None,
+    ) -> DecoderOutput:
+        """Prompt encoder + mask decoder for N prompts on one image (or N images).
+
+        point_coords [N,P,2] in input (1024) pixels, point_labels [N,P]; the padding point
+        is appended by the prompt encoder. mask_input [N,1,256,256] logits, optional.
+        """
+        sparse, dense = self.sam_prompt_encoder(point_coords, point_labels, mask_input, has_mask)
+        masks, iou, tokens, obj_score = self.sam_mask_decoder(
+            image_embed, self.sam_prompt_encoder.dense_pe, sparse, dense, high_res_feats_0, high_res_feats_1
+        )
+        return DecoderOutput(masks, iou, tokens, obj_score, self.obj_ptr_proj(tokens))
+
+    # -- memory-path helpers (stateless) ---------------------------------------------
+    def gate_obj_ptr(self, obj_ptr: torch.Tensor, object_score_logits: torch.Tensor) -> torch.Tensor:
+        """obj_ptr [N,256] of the chosen token -> pointer with hard object-presence gating."""
+        present = (object_score_logits > 0).to(obj_ptr.dtype)  # [N,1]
+        return present * obj_ptr + (1 - present) * self.no_obj_ptr
+
+    def obj_ptr_temporal_pos(self, rel_pos: torch.Tensor, max_abs_pos: int) -> torch.Tensor:
+        """Temporal position of object pointers -> [K, mem_dim].
+
+        rel_pos [K] frame offsets (signed in SAM2.1); normalised by max_abs_pos - 1 then
+        sine-encoded at d_model and projected (SAM2.1) — zeros in SAM2, where pointers
+        carry no temporal encoding.
+        """
+        if not self.cfg.add_tpos_enc_to_obj_ptrs:
+            return torch.zeros(rel_pos.shape[0], self.cfg.mem_dim, dtype=torch.float32, device=rel_pos.device)
+        t = rel_pos.to(torch.float32) / max(max_abs_pos - 1, 1)
+        pe = sine_position_encoding_1d(t, self.cfg.d_model)
+        return self.obj_ptr_tpos_proj(pe)
+
+    def prepare_mask_for_memory(self, high_res_masks: torch.Tensor, binarize: bool) -> torch.Tensor:
+        """[N,1,1024,1024] logits -> memory-encoder mask input (sigmoid or >0, x20 - 10)."""
+        if binarize:
+            m = (high_res_masks > 0).to(high_res_masks.dtype)
+        else:
+            m = torch.sigmoid(high_res_masks)
+        return m * self.cfg.sigmoid_scale_for_mem_enc + self.cfg.sigmoid_bias_for_mem_enc
+
+
+def build_model(name_or_cfg: str | ModelConfig) -> SAM2Model:
+    """An uninitialised SAM2Model for a variant name, alias or config (load weights next)."""
+    cfg = name_or_cfg if isinstance(name_or_cfg, ModelConfig) else get_config(name_or_cfg)
+    return SAM2Model(cfg).eval()

@@ -1,0 +1,308 @@
+"""The image predictor: the seed's ``embed_images`` / ``segment_images`` API over runners.
+
+The predictor never touches networks directly: it talks to an ``image_encoder`` runner
+and a ``prompt_decoder`` runner (PyTorch, ONNX Runtime or TensorRT), does pre- and
+post-processing in numpy/OpenCV, and keeps the two caches. Every argument is checked
+before any runner or cache is touched, so a failed call leaves the caches unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from sam2edge.config import ModelConfig
+from sam2edge.errors import InputError, UnknownImageHashError
+from sam2edge.runtime import postprocess, preprocess
+from sam2edge.runtime.masks import select_masks
+from sam2edge.runtime.prompts import ImagePrompts, build_image_prompts, per_image
+from sam2edge.runtime.runner import Runner
+from sam2edge.runtime.types import SAM2ImageEmbeddings, SAM2Prediction
+
+log = logging.getLogger(__name__)
+
+# Tensor names come from the artifact specs; these are the only ones the predictor uses.
+ENC_IN = "image"
+ENC_OUT = ("image_embed", "high_res_feats_0", "high_res_feats_1")
+DEC_IN = ("image_embed", "high_res_feats_0", "high_res_feats_1", "point_coords", "point_labels", "mask_input", "has_mask_input")
+DEC_OUT = ("masks", "iou_predictions")
+LOW_RES = 256
+
+
+class SAM2:
+    """SAM2 image segmentation with the seed API (also exported as ``AutoModel``)."""
+
+    def __init__(
+        self,
+        runners: dict[str, Runner],
+        config: ModelConfig,
+        sam2_image_embeddings_cache: Any = None,
+        sam2_low_resolution_masks_cache: Any = None,
+        preprocessing: str = "auto",
+        max_batch_size: int = 8,
+        backend: Any = None,
+        max_hole_area: float = 0.0,
+        max_sprinkle_area: float = 0.0,
+    ) -> None:
+        self.runners = runners
+        self.config = config
+        self._sam2_image_embeddings_cache = sam2_image_embeddings_cache
+        self._sam2_low_resolution_masks_cache = sam2_low_resolution_masks_cache
+        self.preprocessing = _resolve_preprocessing(preprocessing)
+        self.max_batch_size = max_batch_size
+        self._backend = backend
+        self.max_hole_area = max_hole_area
+        self.max_sprinkle_area = max_sprinkle_area
+
+    # -- construction ------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, model_name_or_path: str, api_key: str | None = None, **kwargs: Any) -> SAM2:
+        """Load a variant by name, an official checkpoint path, or an exported engines folder.
+
+        ``api_key`` is accepted and ignored: everything runs offline. Keyword arguments:
+        ``backend`` ("auto" | "tensorrt" | "onnxruntime" | "torch"), ``device``, ``strict``,
+        ``engines_dir``, ``sam2_image_embeddings_cache``, ``sam2_low_resolution_masks_cache``,
+        ``preprocessing`` ("auto" | "exact" | "opencv"), ``max_hole_area``, ``max_sprinkle_area``.
+        """
+        from sam2edge.runtime.loading import load_predictor
+
+        return load_predictor(cls, model_name_or_path, **kwargs)
+
+    @property
+    def active_backend(self) -> str:
+        if self._backend is not None and hasattr(self._backend, "active_backend"):
+            return self._backend.active_backend
+        return self.runners["image_encoder"].backend
+
+    def backend_report(self) -> Any:
+        if self._backend is not None and hasattr(self._backend, "backend_report"):
+            return self._backend.backend_report()
+        return {"active": self.active_backend, "candidates": []}
+
+    # -- video -----------------------------------------------------------------------------
+    def track(self, source: Any, **kwargs: Any) -> Any:
+        """A video tracker over ``source`` (video file, folder of frames, or iterable of frames)."""
+        from sam2edge.runtime.video import track
+
+        return track(self, source, **kwargs)
+
+    def stream(self, first_frame: Any, prompts: Any = None, **kwargs: Any) -> Any:
+        """Live tracking: ``stream.track(frame) -> masks``, one frame at a time, bounded memory."""
+        from sam2edge.runtime.video import stream
+
+        return stream(self, first_frame, prompts, **kwargs)
+
+    # -- images -> embeddings ------------------------------------------------------------
+    def embed_images(
+        self,
+        images: Any,
+        use_embeddings_cache: bool = True,
+        image_hashes: str | Sequence[str] | None = None,
+        input_color_format: str | None = None,
+        **kwargs: Any,
+    ) -> list[SAM2ImageEmbeddings]:
+        """Encode images (HWC uint8 numpy, BGR unless ``input_color_format="rgb"``; or torch CHW/NCHW RGB)."""
+        rgbs = _as_rgb_list(images, input_color_format)
+        hashes = _hashes(rgbs, image_hashes)
+        return self._embed(rgbs, hashes, use_embeddings_cache)
+
+    def _embed(self, rgbs: list[np.ndarray], hashes: list[str], use_cache: bool) -> list[SAM2ImageEmbeddings]:
+        cache = self._sam2_image_embeddings_cache if use_cache else None
+        found: dict[int, SAM2ImageEmbeddings] = {}
+        if cache is not None:
+            for i, h in enumerate(hashes):
+                hit = cache.retrieve_embeddings(key=h)
+                if hit is not None:
+                    found[i] = hit.to(dtype=np.float32)
+        todo = [i for i in range(len(rgbs)) if i not in found]
+        for start in range(0, len(todo), self.max_batch_size):
+            chunk = todo[start : start + self.max_batch_size]
+            batch = np.concatenate([self._preprocess(rgbs[i]) for i in chunk], axis=0)
+            out = self.runners["image_encoder"].infer({ENC_IN: batch})
+            for j, i in enumerate(chunk):
+                found[i] = SAM2ImageEmbeddings(
+                    image_hash=hashes[i],
+                    image_size_hw=(int(rgbs[i].shape[0]), int(rgbs[i].shape[1])),
+                    embeddings=out[ENC_OUT[0]][j : j + 1],
+                    high_resolution_features=[out[ENC_OUT[1]][j : j + 1], out[ENC_OUT[2]][j : j + 1]],
+                )
+        result = [found[i] for i in range(len(rgbs))]
+        if cache is not None:
+            for i in todo:
+                cache.save_embeddings(key=hashes[i], embeddings=found[i])
+        return result
+
+    def _preprocess(self, rgb: np.ndarray) -> np.ndarray:
+        if self.preprocessing == "exact":
+            return preprocess.preprocess_torch(rgb).cpu().numpy()
+        return preprocess.preprocess_numpy(rgb)
+
+    # -- prompts -> masks ------------------------------------------------------------------
+    def segment_images(
+        self,
+        images: Any = None,
+        embeddings: SAM2ImageEmbeddings | list[SAM2ImageEmbeddings] | None = None,
+        image_hashes: str | Sequence[str] | None = None,
+        point_coordinates: Any = None,
+        point_labels: Any = None,
+        boxes: Any = None,
+        mask_input: Any = None,
+        multi_mask_output: bool = True,
+        return_logits: bool = False,
+        input_color_format: str | None = None,
+        mask_threshold: float | None = None,
+        use_embeddings_cache: bool = True,
+        use_mask_input_cache: bool | None = None,
+        load_from_mask_input_cache: bool = False,
+        save_to_mask_input_cache: bool = False,
+        output: str = "numpy",
+        **kwargs: Any,
+    ) -> list[SAM2Prediction]:
+        """Segment each image with its prompts; see SAM2Prediction for output shapes."""
+        if use_mask_input_cache is not None:
+            load_from_mask_input_cache = save_to_mask_input_cache = bool(use_mask_input_cache)
+        if output not in ("numpy", "torch"):
+            raise InputError(f"output must be 'numpy' or 'torch', got {output!r}")
+        threshold = 0.0 if mask_threshold is None else float(mask_threshold)
+        if not np.isfinite(threshold):
+            raise InputError(f"mask_threshold must be a finite number, got {mask_threshold!r}")
+        # 1. Resolve images / embeddings / hashes to sizes, without touching any cache.
+        rgbs = hashes = None
+        if images is not None:
+            rgbs = _as_rgb_list(images, input_color_format)
+            hashes = _hashes(rgbs, image_hashes)
+            sizes = [(int(r.shape[0]), int(r.shape[1])) for r in rgbs]
+        elif embeddings is not None:
+            embeddings = list(embeddings) if isinstance(embeddings, list | tuple) else [embeddings]
+            for i, e in enumerate(embeddings):
+                if not isinstance(e, SAM2ImageEmbeddings):
+                    raise InputError(f"embeddings[{i}] must be SAM2ImageEmbeddings from embed_images(), got {type(e).__name__}")
+            sizes = [tuple(e.image_size_hw) for e in embeddings]
+        elif image_hashes is not None:
+            embeddings = self._embeddings_from_hashes(image_hashes)
+            sizes = [tuple(e.image_size_hw) for e in embeddings]
+        else:
+            raise InputError("segment_images needs images, embeddings or image_hashes; none was given")
+        # 2. Validate every prompt before any computation or cache write.
+        n = len(sizes)
+        per = [per_image(v, n, name) for v, name in (
+            (point_coordinates, "point_coordinates"), (point_labels, "point_labels"), (boxes, "boxes"), (mask_input, "mask_input"))]
+        prompts = [
+            build_image_prompts(*(p[i] if p is not None else None for p in per), sizes[i], self.config.image_size, i)
+            for i in range(n)
+        ]
+        # 3. Encode (or fetch) and decode.
+        if rgbs is not None:
+            embeddings = self._embed(rgbs, hashes, use_embeddings_cache)
+        results = []
+        for emb, prm in zip(embeddings, prompts):
+            mask_in = prm.mask_input
+            if mask_in is None and load_from_mask_input_cache:
+                mask_in = self._cached_mask(emb.image_hash, prm)
+            pred, best_low_res = self._decode(emb, prm, mask_in, multi_mask_output, return_logits, threshold)
+            if save_to_mask_input_cache and prm.single and self._sam2_low_resolution_masks_cache is not None:
+                self._save_mask(emb.image_hash, prm, best_low_res)
+            results.append(_to_output(pred, output))
+        return results
+
+    def _embeddings_from_hashes(self, image_hashes: str | Sequence[str]) -> list[SAM2ImageEmbeddings]:
+        cache = self._sam2_image_embeddings_cache
+        keys = [image_hashes] if isinstance(image_hashes, str) else list(image_hashes)
+        if cache is None:
+            raise InputError("image_hashes need an embeddings cache: pass sam2_image_embeddings_cache to from_pretrained")
+        out = []
+        for k in keys:
+            hit = cache.retrieve_embeddings(key=k)
+            if hit is None:
+                raise UnknownImageHashError(f"image hash {k!r} is not in the embeddings cache (never embedded, or evicted)")
+            out.append(hit.to(dtype=np.float32))
+        return out
+
+    def _decode(
+        self, emb: SAM2ImageEmbeddings, prm: ImagePrompts, mask_in: np.ndarray | None,
+        multimask: bool, return_logits: bool, threshold: float,
+    ) -> tuple[SAM2Prediction, np.ndarray]:
+        k = prm.num_prompts
+        has_mask = np.full((k,), 1.0 if mask_in is not None else 0.0, dtype=np.float32)
+        if mask_in is None:
+            mask_in = np.zeros((k, 1, LOW_RES, LOW_RES), dtype=np.float32)
+        elif mask_in.shape[0] != k:
+            mask_in = np.repeat(mask_in, k, axis=0)
+        feeds = dict(zip(DEC_IN, (
+            np.asarray(emb.embeddings, np.float32), np.asarray(emb.high_resolution_features[0], np.float32),
+            np.asarray(emb.high_resolution_features[1], np.float32), prm.coords, prm.labels, mask_in, has_mask)))
+        out = self.runners["prompt_decoder"].infer(feeds)
+        low_res, scores, _ = select_masks(
+            out[DEC_OUT[0]], out[DEC_OUT[1]], multimask,
+            self.config.dynamic_multimask_via_stability,
+            self.config.dynamic_multimask_stability_delta, self.config.dynamic_multimask_stability_thresh)
+        if self.max_hole_area > 0 or self.max_sprinkle_area > 0:
+            low_res = postprocess.fill_holes_and_sprinkles(low_res, self.max_hole_area, self.max_sprinkle_area, threshold)
+        masks = postprocess.upsample_logits(low_res, emb.image_size_hw)
+        if not return_logits:
+            masks = masks > threshold
+        low_res = np.clip(low_res, -32.0, 32.0)
+        best = low_res[np.arange(k), np.argmax(scores, axis=-1)][:, None]  # [K,1,256,256]
+        if prm.single:
+            return SAM2Prediction(masks[0], scores[0], low_res[0]), best
+        return SAM2Prediction(masks, scores, low_res), best
+
+    # -- low-resolution mask cache --------------------------------------------------------
+    def _cached_mask(self, image_hash: str, prm: ImagePrompts) -> np.ndarray | None:
+        cache = self._sam2_low_resolution_masks_cache
+        if cache is None or not prm.single:
+            return None
+        hit = cache.retrieve_best_match(image_hash, prm.serialized)
+        return None if hit is None else np.asarray(hit, dtype=np.float32).reshape(1, 1, LOW_RES, LOW_RES)
+
+    def _save_mask(self, image_hash: str, prm: ImagePrompts, best_low_res: np.ndarray) -> None:
+        self._sam2_low_resolution_masks_cache.save(image_hash, prm.serialized, best_low_res[0])
+
+
+def _resolve_preprocessing(mode: str) -> str:
+    if mode not in ("auto", "exact", "opencv"):
+        raise InputError(f"preprocessing must be 'auto', 'exact' or 'opencv', got {mode!r}")
+    if mode != "auto":
+        return mode
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return "opencv"
+    return "exact"
+
+
+def _as_rgb_list(images: Any, color_format: str | None) -> list[np.ndarray]:
+    fmt = (color_format or "bgr").lower()
+    if fmt not in ("bgr", "rgb"):
+        raise InputError(f"input_color_format must be 'bgr' or 'rgb', got {color_format!r}")
+    if isinstance(images, list | tuple):
+        if not images:
+            raise InputError("images is an empty list; expected at least one image")
+        items = list(images)
+    elif hasattr(images, "ndim") and hasattr(images, "detach") and images.ndim == 4:  # torch NCHW batch
+        items = list(images)
+    else:
+        items = [images]
+    # torch tensors are RGB by convention; numpy follows input_color_format (BGR default).
+    return [preprocess.to_rgb_uint8(img, input_color_format=("rgb" if hasattr(img, "detach") else fmt), name=f"images[{i}]")
+            for i, img in enumerate(items)]
+
+
+def _hashes(rgbs: list[np.ndarray], image_hashes: str | Sequence[str] | None) -> list[str]:
+    if image_hashes is None:
+        return [preprocess.image_hash(r) for r in rgbs]
+    hashes = [image_hashes] if isinstance(image_hashes, str) else list(image_hashes)
+    if len(hashes) != len(rgbs) or not all(isinstance(h, str) and h for h in hashes):
+        raise InputError(f"image_hashes must be {len(rgbs)} non-empty strings (one per image), got {image_hashes!r}")
+    return hashes
+
+
+def _to_output(pred: SAM2Prediction, output: str) -> SAM2Prediction:
+    if output == "numpy":
+        return pred
+    import torch
+
+    return SAM2Prediction(*(torch.from_numpy(np.ascontiguousarray(a)) for a in (pred.masks, pred.scores, pred.logits)))
