@@ -1,0 +1,268 @@
+"""From a decision to runners, with fallback at load time and at run time.
+
+:func:`open_backends` probes the machine, reads the store, decides (:mod:`.selection`) and
+activates the first admitted candidate; a candidate whose runners fail to load
+(``BackendUnavailableError``, ``EngineMismatchError``, ``BackendRuntimeError``) is skipped with a
+logged reason. The returned :class:`BackendSet` hands the predictor one :class:`FallbackRunner`
+per artifact: when a call fails with a typed runtime error (``BackendRuntimeError``, which
+includes device out-of-memory, or ``torch.cuda.OutOfMemoryError``) the set logs why, releases
+the failed backend, activates the next admitted candidate and retries the call there.
+``strict=True`` turns every fallback off: the first failure is raised.
+
+Nothing else is caught: a bug (``TypeError``, ``InputError``...) propagates unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from sam2edge.engines.fingerprint import DeviceDescription, Installed, engine_fingerprint, probe_device, probe_installed
+from sam2edge.engines.selection import Candidate, Decision, EngineOption, Request, Sources, decide
+from sam2edge.engines.store import EngineStore, OnnxSet
+from sam2edge.errors import BackendRuntimeError, BackendUnavailableError, EngineMismatchError
+from sam2edge.runtime.runner import Runner
+
+log = logging.getLogger("sam2edge.backends")
+
+LOAD_ERRORS = (BackendUnavailableError, BackendRuntimeError, EngineMismatchError)
+TorchLoader = Callable[[str], Any]  # device string -> loaded SAM2 model on that device
+
+
+def runtime_errors() -> tuple[type[BaseException], ...]:
+    """Typed errors that trigger a run-time fallback: ours, torch's CUDA OOM, ONNX Runtime's
+    run-time failures (allocation failures surface as ``RuntimeException``/``EPFail``)."""
+    errors: list[type[BaseException]] = [BackendRuntimeError]
+    torch = sys.modules.get("torch")
+    if torch is not None and hasattr(torch.cuda, "OutOfMemoryError"):
+        errors.append(torch.cuda.OutOfMemoryError)
+    return tuple(errors) + _ort_errors("RuntimeException", "EPFail")
+
+
+def _ort_errors(*names: str) -> tuple[type[BaseException], ...]:
+    state = sys.modules.get("onnxruntime.capi.onnxruntime_pybind11_state")
+    return tuple(getattr(state, n) for n in names if state is not None and hasattr(state, n))
+
+
+def engine_options(store: EngineStore, onnx: OnnxSet, device: DeviceDescription, installed: Installed,
+                   gpu_index: int = 0, hash_files: bool = False) -> tuple[EngineOption, ...]:
+    """The store's engine sets for one model, with the problems that keep each from running here."""
+    here = engine_fingerprint(device, installed, gpu_index)
+    out = []
+    for es in store.engine_sets(onnx):
+        arts = es.artifacts.values()
+        dims_max: dict[str, int] = {}
+        for a in arts:
+            for name, rng in a.get("dims", {}).items():
+                dims_max[name] = min(dims_max.get(name, rng["max"]), rng["max"])
+        out.append(EngineOption(
+            precision=es.precision, dir=str(es.dir), problems=tuple(store.problems(es, here, onnx, hash_files)),
+            device_memory_bytes=es.device_memory_bytes(), weights_bytes=es.weights_bytes(),
+            io_bytes=int(sum(a.get("io_bytes", 0) for a in arts)), dims_max=dims_max,
+            rebuild_command=es.rebuild_command(),
+        ))
+    return tuple(out)
+
+
+def gather_sources(variant: str, store: EngineStore, onnx: OnnxSet | None, device: DeviceDescription,
+                   installed: Installed, torch_weights: bool, gpu_index: int = 0) -> Sources:
+    if onnx is None:
+        return Sources(variant, torch_weights, export_hint=f"sam2edge export {variant} --out {store.root}")
+    return Sources(variant, torch_weights, str(onnx.dir), onnx.total_bytes(),
+                   engine_options(store, onnx, device, installed, gpu_index))
+
+
+class BackendSet:
+    """What the predictor holds: ``runners`` (fallback proxies), ``active_backend``, ``backend_report()``."""
+
+    def __init__(self, decision: Decision, factory: Callable[[Candidate], dict[str, Runner]],
+                 artifacts: tuple[str, ...], strict: bool = False) -> None:
+        self.decision = decision
+        self.strict = strict
+        self._factory = factory
+        self._lock = threading.RLock()
+        self._queue = list(decision.admitted)
+        self._events: list[dict[str, str]] = []
+        self._active: Candidate | None = None
+        self._runners: dict[str, Runner] = {}
+        self.specs = {}
+        self._activate_next(first=True)
+        self.specs = {name: r.spec for name, r in self._runners.items()}
+        self.runners: dict[str, Runner] = {name: FallbackRunner(self, name) for name in artifacts if name in self.specs}
+
+    @property
+    def active_backend(self) -> str:
+        return self._active.backend if self._active else "none"
+
+    @property
+    def active(self) -> Candidate | None:
+        return self._active
+
+    def backend_report(self) -> dict[str, Any]:
+        """The decision (every candidate with its reason), the active backend and every fallback so far."""
+        return {**self.decision.to_dict(), "active": self.active_backend, "strict": self.strict,
+                "events": list(self._events)}
+
+    def run(self, name: str, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        while True:
+            with self._lock:
+                runner, backend = self._runners[name], self.active_backend
+            try:
+                return runner.infer(feeds, check=False)
+            except runtime_errors() as exc:
+                if self.strict:
+                    raise
+                with self._lock:
+                    if self.active_backend == backend:  # another thread may have switched already
+                        self._record(backend, "run", f"{name}: {exc}")
+                        self._activate_next()
+
+    def close(self) -> None:
+        with self._lock:
+            for r in self._runners.values():
+                r.deactivate()
+            self._runners = {}
+
+    def _record(self, backend: str, stage: str, reason: str) -> None:
+        self._events.append({"backend": backend, "stage": stage, "reason": reason})
+
+    def _activate_next(self, first: bool = False) -> None:
+        self.close()
+        while self._queue:
+            cand = self._queue.pop(0)
+            try:
+                runners = self._factory(cand)
+                for r in runners.values():
+                    r.activate()
+            except LOAD_ERRORS as exc:
+                self._record(cand.backend, "load", str(exc))
+                log.warning("sam2edge: %s on %s could not load (%s)", cand.backend, cand.device, exc)
+                if self.strict:
+                    raise
+                continue
+            if not first or self._events:
+                log.warning("sam2edge: falling back to %s on %s", cand.backend, cand.device)
+            self._active, self._runners = cand, runners
+            log.info("sam2edge: backend %s on %s (%s)", cand.backend, cand.device, cand.reason)
+            return
+        self._active = None
+        raise BackendUnavailableError(
+            "no usable backend left:\n" + self.decision.format()
+            + "".join(f"\n  {e['backend']} failed at {e['stage']}: {e['reason']}" for e in self._events)
+        )
+
+
+class FallbackRunner(Runner):
+    """A runner on the Runner contract that forwards to the BackendSet's active backend."""
+
+    thread_safe = True  # the underlying runner serialises itself; the set's lock guards switching
+
+    def __init__(self, owner: BackendSet, name: str) -> None:
+        super().__init__(owner.specs[name])
+        self.owner = owner
+        self.is_active = True
+
+    @property
+    def backend(self) -> str:  # type: ignore[override]
+        return self.owner.active_backend
+
+    def _infer_impl(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.owner.run(self.spec.name, feeds)
+
+
+@dataclass
+class RunnerFactory:
+    """Builds one candidate's runners from the store / a PyTorch loader."""
+
+    store: EngineStore
+    onnx: OnnxSet | None
+    artifacts: tuple[str, ...]
+    torch_loader: TorchLoader | None = None
+    threads: int | None = None
+
+    def __call__(self, cand: Candidate) -> dict[str, Runner]:
+        try:
+            return self._make(cand)
+        except ImportError as exc:  # an optional backend module or library that is not installed
+            raise BackendUnavailableError(f"{cand.backend}: {exc}") from exc
+
+    def _make(self, cand: Candidate) -> dict[str, Runner]:
+        if cand.backend == "tensorrt":
+            from sam2edge.runtime.tensorrt_runner import make_tensorrt_runners
+
+            engines = next(e for e in self.store.engine_sets(self.onnx) if str(e.dir) == cand.engine_dir)
+            return make_tensorrt_runners(self.store, engines, _index(cand.device), self.artifacts)
+        if cand.backend.startswith("onnxruntime"):
+            return self._onnxruntime(cand)
+        if self.torch_loader is None:
+            raise BackendUnavailableError("no PyTorch model loader was given")
+        from sam2edge.runtime.torch_runner import make_torch_runners
+
+        return make_torch_runners(self.torch_loader(cand.device), cand.device, artifacts=self.artifacts)
+
+    def _onnxruntime(self, cand: Candidate) -> dict[str, Runner]:
+        from sam2edge.runtime.onnxruntime_runner import make_onnxruntime_runners
+
+        if self.onnx is None:
+            raise BackendUnavailableError("no ONNX export to run with onnxruntime")
+        if cand.device == "cpu":
+            providers: list[Any] = ["CPUExecutionProvider"]
+        else:
+            providers = [("CUDAExecutionProvider", {"device_id": _index(cand.device)}), "CPUExecutionProvider"]
+        runners = make_onnxruntime_runners(self.onnx.dir, providers=providers, threads=self.threads,
+                                           artifacts=self.artifacts, strict=cand.device != "cpu")
+        for name, r in runners.items():
+            try:
+                r.activate()
+            except _ort_errors("Fail", "InvalidProtobuf", "NoSuchFile", "InvalidGraph", "NotImplemented",
+                               "RuntimeException", "EPFail") as exc:
+                raise BackendUnavailableError(f"onnxruntime could not load {name}: {exc}") from exc
+            if cand.device != "cpu":
+                got = list(getattr(r, "active_providers", []))
+                if not got or got[0] != "CUDAExecutionProvider":
+                    raise BackendUnavailableError(f"onnxruntime gave {name} the providers {got}, not CUDA")
+        return runners
+
+
+def _index(device: str) -> int:
+    return int(device.split(":")[1]) if ":" in device else 0
+
+
+def open_backends(name: str, *, backend: str = "auto", device: str = "auto", batch: int = 1, video: bool = False,
+                  precision: str | None = None, strict: bool = False, store_root: str | None = None,
+                  artifacts: tuple[str, ...] = ("image_encoder", "prompt_decoder"),
+                  torch_loader: TorchLoader | None = None, threads: int | None = None,
+                  described: tuple[DeviceDescription, Installed] | None = None) -> BackendSet:
+    """Decide and load. ``name``: exported model folder, ``<variant>-<sha8>`` or variant in the store.
+
+    ``torch_loader(device)`` returns the PyTorch model (PyTorch candidates are excluded without one).
+    ``described`` replaces probing (a recorded machine); the runners are still real.
+    """
+    from sam2edge.config import resolve_name
+
+    store = EngineStore(store_root)
+    try:
+        onnx: OnnxSet | None = store.find_onnx(name)
+    except EngineMismatchError:
+        onnx = None
+    variant = onnx.variant if onnx else resolve_name(name)
+    dev_desc, installed = described or (probe_device(), probe_installed(check_providers=False))
+    gpu_index = _index(device) if device.startswith("cuda:") else 0
+    sources = gather_sources(variant, store, onnx, dev_desc, installed, torch_loader is not None, gpu_index)
+    request = Request(backend=backend, device=device, batch=batch, video=video, precision=precision, strict=strict)
+    decision = decide(dev_desc, installed, sources, request)
+    log.info("sam2edge backend selection for %s:\n%s", variant, decision.format())
+    if decision.chosen is None:
+        raise BackendUnavailableError(
+            f"no usable backend for {variant} (backend={backend!r}, device={device!r}, strict={strict}):\n"
+            + decision.format()
+        )
+    factory = RunnerFactory(store, onnx, artifacts, torch_loader, threads)
+    return BackendSet(decision, factory, artifacts, strict)
+

@@ -1,0 +1,262 @@
+"""What this machine is: GPUs and their free memory, Jetson release, installed backends.
+
+Everything is probed into frozen dataclasses that serialise to JSON, so the selection logic
+(:mod:`sam2edge.engines.selection`) can be tested over *recorded* descriptions of machines
+we do not have (a Jetson Orin Nano, a busy RTX box).
+
+GPU facts come from the CUDA driver API through ``ctypes`` (``libcuda``): there is no NVML on
+Jetson, and the driver API needs neither PyTorch nor the CUDA toolkit. On Jetson the GPU
+shares physical memory with the CPU, so the usable free memory is the smaller of what the
+driver reports and ``MemAvailable`` in ``/proc/meminfo``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sam2edge.engines import probes
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    """One CUDA device as the driver sees it."""
+
+    index: int
+    name: str
+    compute_capability: str  # "8.7"
+    total_bytes: int
+    free_bytes: int
+    integrated: bool = False  # shares physical memory with the CPU (Jetson, Grace-less iGPUs)
+
+
+@dataclass(frozen=True)
+class JetsonInfo:
+    """A Jetson module: ``/proc/device-tree/model``, ``/etc/nv_tegra_release`` and nvpmodel."""
+
+    model: str
+    l4t_release: str  # "36.4.3"
+    jetpack: str | None = None  # best-effort mapping of the L4T release, e.g. "6.2"
+    power_mode: str | None = None  # e.g. "15W" or "MAXN_SUPER"
+
+
+@dataclass(frozen=True)
+class DeviceDescription:
+    """A recordable description of the machine's compute devices and memory."""
+
+    gpus: tuple[GpuInfo, ...] = ()
+    cuda_driver_version: str | None = None  # "12.6" from cuDriverGetVersion
+    jetson: JetsonInfo | None = None
+    mem_total_bytes: int | None = None
+    mem_available_bytes: int | None = None
+    notes: tuple[str, ...] = ()  # why a probe found nothing ("libcuda.so.1 not found")
+
+    def gpu(self, index: int) -> GpuInfo | None:
+        return next((g for g in self.gpus if g.index == index), None)
+
+    def shares_memory(self, gpu: GpuInfo) -> bool:
+        return gpu.integrated or self.jetson is not None
+
+    def usable_free_bytes(self, gpu: GpuInfo) -> tuple[int, str]:
+        """Free device memory and how it was obtained.
+
+        Discrete GPU: the driver's free memory. Shared memory (Jetson): min(driver free,
+        MemAvailable), because the CPU side of the process draws from the same pool.
+        """
+        if self.shares_memory(gpu) and self.mem_available_bytes is not None:
+            free = min(gpu.free_bytes, self.mem_available_bytes)
+            return free, f"min(cuda free {mib(gpu.free_bytes)}, MemAvailable {mib(self.mem_available_bytes)})"
+        return gpu.free_bytes, f"cuda free {mib(gpu.free_bytes)}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DeviceDescription:
+        jetson = d.get("jetson")
+        return cls(
+            gpus=tuple(GpuInfo(**g) for g in d.get("gpus", ())),
+            cuda_driver_version=d.get("cuda_driver_version"),
+            jetson=JetsonInfo(**jetson) if jetson else None,
+            mem_total_bytes=d.get("mem_total_bytes"),
+            mem_available_bytes=d.get("mem_available_bytes"),
+            notes=tuple(d.get("notes", ())),
+        )
+
+
+@dataclass(frozen=True)
+class Installed:
+    """Which backends are importable here, with versions and *working* ORT providers."""
+
+    tensorrt: str | None = None
+    onnxruntime: str | None = None
+    ort_providers: tuple[str, ...] = ()  # providers a session really got, not just the advertised list
+    torch: str | None = None
+    torch_cuda: str | None = None  # torch.version.cuda when torch.cuda.is_available(), else None
+    cuda_runtime: str | None = None  # CUDA runtime version (cuda-python's cudart, else torch's)
+    cuda_python: str | None = None
+    notes: tuple[str, ...] = field(default=())
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Installed:
+        d = dict(d)
+        d["ort_providers"] = tuple(d.get("ort_providers", ()))
+        d["notes"] = tuple(d.get("notes", ()))
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class EngineFingerprint:
+    """What a TensorRT engine is tied to; an engine built for one fingerprint runs only there."""
+
+    gpu_name: str
+    compute_capability: str
+    tensorrt: str
+    cuda: str
+    l4t: str | None = None
+
+    FIELDS = ("gpu_name", "compute_capability", "tensorrt", "cuda", "l4t")
+
+    @property
+    def cuda_major(self) -> str:
+        """Engines follow CUDA's minor-version compatibility: only the major version must match."""
+        return str(self.cuda).split(".")[0]
+
+    def slug(self) -> str:
+        """Directory name: ``nvidia-geforce-rtx-4090-sm89-trt10.3.0-cuda12`` (+ ``-l4t36.4.3``)."""
+        gpu = re.sub(r"[^a-z0-9]+", "-", self.gpu_name.lower()).strip("-") or "gpu"
+        parts = [gpu, "sm" + self.compute_capability.replace(".", ""), "trt" + self.tensorrt, "cuda" + self.cuda_major]
+        if self.l4t:
+            parts.append("l4t" + self.l4t)
+        return "-".join(parts)
+
+    def mismatches(self, other: EngineFingerprint) -> list[str]:
+        """Human-readable differences, e.g. ``["tensorrt: engine 10.3.0, here 10.7.0"]``."""
+        out = []
+        for name in self.FIELDS:
+            mine, theirs = getattr(self, name), getattr(other, name)
+            if name == "cuda":
+                mine, theirs = self.cuda_major, other.cuda_major
+            if mine != theirs:
+                out.append(f"{name}: engine {mine}, here {theirs}")
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.FIELDS}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> EngineFingerprint:
+        return cls(**{name: d.get(name) for name in cls.FIELDS})
+
+
+def engine_fingerprint(device: DeviceDescription, installed: Installed, gpu_index: int = 0) -> EngineFingerprint | None:
+    """The fingerprint engines must carry to run on GPU ``gpu_index`` here; None without GPU or TensorRT."""
+    gpu = device.gpu(gpu_index)
+    if gpu is None or installed.tensorrt is None:
+        return None
+    cuda = installed.cuda_runtime or device.cuda_driver_version or "unknown"
+    return EngineFingerprint(
+        gpu_name=gpu.name,
+        compute_capability=gpu.compute_capability,
+        tensorrt=installed.tensorrt,
+        cuda=cuda,
+        l4t=device.jetson.l4t_release if device.jetson else None,
+    )
+
+
+def mib(n: int | None) -> str:
+    return "?" if n is None else f"{n / 2**20:,.0f} MiB"
+
+
+# -- probing the real machine ----------------------------------------------------------
+
+
+def probe_device(root: Path = Path("/")) -> DeviceDescription:
+    """Describe this machine. Never raises: what cannot be probed is explained in ``notes``."""
+    notes: list[str] = []
+    gpus, driver = probes.cuda_driver_gpus(notes)
+    total, available = probes.meminfo(root / "proc/meminfo")
+    return DeviceDescription(
+        gpus=tuple(gpus),
+        cuda_driver_version=driver,
+        jetson=probe_jetson(root),
+        mem_total_bytes=total,
+        mem_available_bytes=available,
+        notes=tuple(notes),
+    )
+
+
+def probe_jetson(root: Path = Path("/")) -> JetsonInfo | None:
+    """Jetson model, L4T release and nvpmodel power mode; None on anything that is not a Jetson."""
+    release = probes.l4t_release(root / "etc/nv_tegra_release")
+    if release is None:
+        return None
+    model_file = root / "proc/device-tree/model"
+    model = model_file.read_bytes().rstrip(b"\x00").decode(errors="replace").strip() if model_file.exists() else "Jetson"
+    return JetsonInfo(
+        model=model,
+        l4t_release=release,
+        jetpack=probes.jetpack_for_l4t(release),
+        power_mode=probes.nvpmodel_mode(root),
+    )
+
+
+def probe_installed(check_providers: bool = True) -> Installed:
+    """Versions of TensorRT, ONNX Runtime (and the providers that really work), PyTorch, CUDA runtime."""
+    notes: list[str] = []
+    trt = _version_of("tensorrt", notes)
+    ort = _version_of("onnxruntime", notes)
+    providers: tuple[str, ...] = ()
+    if ort is not None:
+        providers = probes.working_ort_providers(notes) if check_providers else probes.advertised_ort_providers()
+    torch_v, torch_cuda = _torch_versions(notes)
+    cuda_python = _version_of("cuda", notes, dist="cuda-python")
+    cuda_runtime = probes.cudart_version(notes) if cuda_python else None
+    return Installed(
+        tensorrt=trt,
+        onnxruntime=ort,
+        ort_providers=providers,
+        torch=torch_v,
+        torch_cuda=torch_cuda,
+        cuda_runtime=cuda_runtime or torch_cuda,
+        cuda_python=cuda_python,
+        notes=tuple(notes),
+    )
+
+
+def _version_of(module: str, notes: list[str], dist: str | None = None) -> str | None:
+    if importlib.util.find_spec(module) is None:
+        return None
+    if dist is not None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            return None
+    try:
+        mod = __import__(module)
+    except Exception as exc:  # a broken install is reported, not fatal
+        notes.append(f"{module} is installed but failed to import: {exc}")
+        return None
+    return str(getattr(mod, "__version__", "unknown"))
+
+
+def _torch_versions(notes: list[str]) -> tuple[str | None, str | None]:
+    if importlib.util.find_spec("torch") is None:
+        return None, None
+    try:
+        import torch
+    except Exception as exc:
+        notes.append(f"torch is installed but failed to import: {exc}")
+        return None, None
+    cuda = torch.version.cuda if torch.cuda.is_available() else None
+    if torch.version.cuda and cuda is None:
+        notes.append(f"torch {torch.__version__} is built for CUDA {torch.version.cuda} but sees no GPU")
+    return torch.__version__, cuda

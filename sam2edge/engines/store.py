@@ -1,0 +1,255 @@
+"""The artifact and engine store on disk.
+
+Layout (shared with the ONNX export, see :mod:`sam2edge.export.manifest`)::
+
+    <root>/<variant>-<ckpt_sha256[:8]>/onnx/{manifest.json, <artifact>.onnx}
+    <root>/<variant>-<ckpt_sha256[:8]>/tensorrt/<precision>/<device-slug>/
+        {manifest.json, <artifact>.engine, timing.cache}
+
+``<root>`` is ``$SAM2EDGE_ENGINES`` or ``engines/``. The device slug comes from the
+:class:`~sam2edge.engines.fingerprint.EngineFingerprint` (GPU, compute capability, TensorRT,
+CUDA, L4T).
+
+An engine set is refused (``EngineMismatchError`` with the exact rebuild command) when its
+fingerprint differs from this machine's, when it was built from ONNX files that have since
+been re-exported (stale), or when any engine file's size or sha256 differs from its
+manifest. :meth:`EngineStore.load_engine_bytes` hashes the very bytes it hands to the
+deserializer, so a damaged or truncated file is never deserialized.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sam2edge.engines.fingerprint import EngineFingerprint
+from sam2edge.errors import EngineMismatchError
+from sam2edge.export.manifest import MANIFEST_NAME, engines_root, read_manifest, sha256_file
+
+PRECISIONS = ("fp32", "fp16", "bf16")
+ENGINE_FORMAT = "sam2edge-tensorrt-engines/1"
+
+
+@dataclass(frozen=True)
+class OnnxSet:
+    """One exported model: ``<root>/<variant>-<sha8>/onnx``."""
+
+    dir: Path
+    manifest: dict[str, Any]
+
+    @property
+    def variant(self) -> str:
+        return str(self.manifest.get("variant") or self.dir.parent.name.rsplit("-", 1)[0])
+
+    @property
+    def checkpoint_sha256(self) -> str | None:
+        return self.manifest.get("checkpoint_sha256") or (self.manifest.get("checkpoint") or {}).get("sha256")
+
+    @property
+    def model_dir(self) -> Path:
+        return self.dir.parent
+
+    def artifact_path(self, name: str) -> Path:
+        return self.dir / f"{name}.onnx"
+
+    def file_sha256(self, name: str) -> str | None:
+        """sha256 the manifest records for artifact ``name`` (None when it records none)."""
+        info = self.manifest.get("files", {}).get(f"{name}.onnx") or {}
+        return info.get("sha256")
+
+    def total_bytes(self) -> int:
+        """Bytes of the artifacts and their external-data files (the fp32 weights, roughly)."""
+        return sum(p.stat().st_size for p in self.dir.iterdir() if p.is_file() and p.name != MANIFEST_NAME)
+
+
+@dataclass(frozen=True)
+class EngineSet:
+    """One engine set: ``<model>/tensorrt/<precision>/<slug>`` with its manifest."""
+
+    dir: Path
+    manifest: dict[str, Any]
+    problems_found: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def precision(self) -> str:
+        return str(self.manifest.get("precision", self.dir.parent.name))
+
+    @property
+    def fingerprint(self) -> EngineFingerprint:
+        return EngineFingerprint.from_dict(self.manifest.get("fingerprint", {}))
+
+    @property
+    def artifacts(self) -> dict[str, dict[str, Any]]:
+        return dict(self.manifest.get("artifacts", {}))
+
+    def device_memory_bytes(self) -> int | None:
+        """Sum of the execution contexts' device memory (each runner holds its own context)."""
+        values = [a.get("device_memory_bytes") for a in self.artifacts.values()]
+        return None if not values or any(v is None for v in values) else int(sum(values))
+
+    def weights_bytes(self) -> int:
+        return int(sum(int(a.get("size", 0)) for a in self.artifacts.values()))
+
+    def rebuild_command(self) -> str:
+        return str(self.manifest.get("rebuild_command") or rebuild_command(self.dir.parents[2] / "onnx", self.precision))
+
+
+def rebuild_command(onnx_dir: Path, precision: str, args: dict[str, Any] | None = None) -> str:
+    """``sam2edge build <onnx dir> --precision ...`` with the build options that shaped the engines."""
+    parts = ["sam2edge", "build", str(onnx_dir), "--precision", precision]
+    for key, value in (args or {}).items():
+        if value is None or value is False:
+            continue
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            parts.append(flag)
+        elif isinstance(value, list | tuple):
+            for item in value:
+                parts += [flag, str(item)]
+        else:
+            parts += [flag, str(value)]
+    return shlex.join(parts)
+
+
+class EngineStore:
+    """Lists, checks and loads what is under one store root."""
+
+    def __init__(self, root: str | os.PathLike | None = None) -> None:
+        self.root = engines_root(root)
+
+    # -- layout ---------------------------------------------------------------------------
+    def model_dir(self, variant: str, checkpoint_sha256: str) -> Path:
+        return self.root / f"{variant}-{checkpoint_sha256[:8]}"
+
+    def engine_dir(self, onnx: OnnxSet, precision: str, fingerprint: EngineFingerprint) -> Path:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        return onnx.model_dir / "tensorrt" / precision / fingerprint.slug()
+
+    # -- listing --------------------------------------------------------------------------
+    def onnx_sets(self) -> list[OnnxSet]:
+        """Every ``<model>/onnx`` with a readable manifest, sorted by folder name."""
+        out = []
+        for path in sorted(self.root.glob(f"*/onnx/{MANIFEST_NAME}")):
+            try:
+                out.append(OnnxSet(path.parent, read_manifest(path.parent)))
+            except EngineMismatchError:
+                continue
+        return out
+
+    def find_onnx(self, name: str) -> OnnxSet:
+        """An exported model by folder (``.../onnx`` or its parent), ``<variant>-<sha8>`` or variant name."""
+        path = Path(name)
+        for candidate in (path / "onnx", path):
+            if (candidate / MANIFEST_NAME).is_file():
+                return OnnxSet(candidate, read_manifest(candidate))
+        from sam2edge.config import resolve_name
+        from sam2edge.errors import UnknownModelError
+
+        try:
+            variant = resolve_name(name)
+        except UnknownModelError:
+            variant = name
+        matches = [s for s in self.onnx_sets() if s.model_dir.name == name or s.variant == variant]
+        if not matches:
+            raise EngineMismatchError(
+                f"no exported model {name!r} under {self.root}; run `sam2edge export {name} --out {self.root}` first"
+            )
+        if len(matches) > 1:
+            names = ", ".join(m.model_dir.name for m in matches)
+            raise EngineMismatchError(f"{name!r} matches several exported checkpoints ({names}); pass the folder")
+        return matches[0]
+
+    def engine_sets(self, onnx: OnnxSet | None = None) -> list[EngineSet]:
+        """Engine sets of one model (or all), each with a readable manifest."""
+        base = [onnx.model_dir] if onnx else [p.parent for p in self.root.glob("*/onnx")]
+        out = []
+        for model in base:
+            for path in sorted(model.glob(f"tensorrt/*/*/{MANIFEST_NAME}")):
+                try:
+                    out.append(EngineSet(path.parent, read_manifest(path.parent)))
+                except EngineMismatchError:
+                    out.append(EngineSet(path.parent, {}, ("unreadable manifest.json",)))
+        return out
+
+    # -- checks ---------------------------------------------------------------------------
+    def problems(self, engines: EngineSet, here: EngineFingerprint | None, onnx: OnnxSet | None = None,
+                 hash_files: bool = True) -> list[str]:
+        """Why ``engines`` cannot run here; empty when usable. ``hash_files=False`` checks sizes only."""
+        out = list(engines.problems_found)
+        m = engines.manifest
+        if out:
+            return out
+        if m.get("format") != ENGINE_FORMAT:
+            return [f"manifest format {m.get('format')!r} is not {ENGINE_FORMAT!r}"]
+        if here is None:
+            out.append("TensorRT or a CUDA GPU is not available here")
+        else:
+            out += [f"built for another machine ({d})" for d in engines.fingerprint.mismatches(here)]
+        if onnx is not None:
+            out += _stale(engines, onnx)
+        for name, info in engines.artifacts.items():
+            out += _file_problems(engines.dir / info.get("file", f"{name}.engine"), info, hash_files)
+        return out
+
+    def check(self, engines: EngineSet, here: EngineFingerprint | None, onnx: OnnxSet | None = None) -> None:
+        """Raise EngineMismatchError with the rebuild command when ``engines`` cannot run here."""
+        problems = self.problems(engines, here, onnx)
+        if problems:
+            raise EngineMismatchError(refusal(engines, problems))
+
+    def load_engine_bytes(self, engines: EngineSet, name: str) -> bytes:
+        """The verified bytes of one engine file: size and sha256 checked on the bytes returned."""
+        info = engines.artifacts.get(name)
+        if info is None:
+            raise EngineMismatchError(refusal(engines, [f"no engine for artifact {name!r} in the manifest"]))
+        path = engines.dir / info.get("file", f"{name}.engine")
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise EngineMismatchError(refusal(engines, [f"{path.name}: {exc.strerror}"])) from exc
+        problems = []
+        if len(data) != int(info.get("size", -1)):
+            problems.append(f"{path.name}: {len(data)} bytes, manifest says {info.get('size')} (truncated or damaged)")
+        elif hashlib.sha256(data).hexdigest() != info.get("sha256"):
+            problems.append(f"{path.name}: sha256 differs from the manifest (damaged or replaced)")
+        if problems:
+            raise EngineMismatchError(refusal(engines, problems))
+        return data
+
+
+def refusal(engines: EngineSet, problems: list[str]) -> str:
+    listed = "\n".join(f"  - {p}" for p in problems)
+    return (
+        f"refusing the TensorRT engines in {engines.dir}:\n{listed}\n"
+        f"rebuild them on this machine with:\n  {engines.rebuild_command()}"
+    )
+
+
+def _stale(engines: EngineSet, onnx: OnnxSet) -> list[str]:
+    out = []
+    sha = engines.manifest.get("checkpoint_sha256")
+    if sha and onnx.checkpoint_sha256 and sha != onnx.checkpoint_sha256:
+        out.append(f"stale: built from checkpoint {sha[:8]}, the exported model is {onnx.checkpoint_sha256[:8]}")
+    for name, info in engines.artifacts.items():
+        now = onnx.file_sha256(name)
+        if now is None and not onnx.artifact_path(name).is_file():
+            out.append(f"stale: {name}.onnx is no longer in {onnx.dir}")
+        elif now is not None and info.get("onnx_sha256") != now:
+            out.append(f"stale: {name}.engine was built from another {name}.onnx (re-exported since)")
+    return out
+
+
+def _file_problems(path: Path, info: dict[str, Any], hash_files: bool) -> list[str]:
+    if not path.is_file():
+        return [f"{path.name} is missing"]
+    size = path.stat().st_size
+    if size != int(info.get("size", -1)):
+        return [f"{path.name}: {size} bytes, manifest says {info.get('size')} (truncated or damaged)"]
+    if hash_files and sha256_file(path) != info.get("sha256"):
+        return [f"{path.name}: sha256 differs from the manifest (damaged or replaced)"]
+    return []

@@ -1,0 +1,150 @@
+"""Verification of a built engine set against a reference backend, on real images.
+
+Backend-agnostic: any two runner dicts on the Runner contract are compared (a TensorRT set
+against ONNX Runtime fp32 after a build; ONNX Runtime against PyTorch in the tests here).
+The figures go into the engine manifest:
+
+* every output: max and mean absolute difference;
+* ``masks``: IoU of the binarised (> 0) mask logits, mean and worst over prompts and tokens;
+* ``iou_predictions`` / ``object_score_logits``: the score differences (max abs).
+
+The inputs chain like the real pipeline: preprocessed images -> image encoder; its features of
+each image + a deterministic grid of point prompts -> prompt decoder; the current frame's
+vision features + seeded memories -> memory attention / memory encoder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from sam2edge.runtime.runner import Runner
+
+SCORE_OUTPUTS = ("iou_predictions", "object_score_logits")
+
+
+def sample_images(max_images: int = 3) -> tuple[list[np.ndarray], str]:
+    """Real photographs from scikit-image's data module when installed, else drawn test scenes."""
+    try:
+        from skimage import data
+
+        imgs = [data.astronaut(), data.coffee(), data.chelsea()][:max_images]
+        return [np.ascontiguousarray(i[..., :3]) for i in imgs], "scikit-image sample photographs"
+    except ImportError:
+        return [_drawn_scene(seed) for seed in range(max_images)], "drawn scenes (install scikit-image for photos)"
+
+
+def _drawn_scene(seed: int, size: tuple[int, int] = (480, 640)) -> np.ndarray:
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    img = np.full((*size, 3), rng.integers(0, 80, 3), dtype=np.uint8)
+    for _ in range(6):
+        color = tuple(int(c) for c in rng.integers(60, 255, 3))
+        center = (int(rng.integers(0, size[1])), int(rng.integers(0, size[0])))
+        cv2.circle(img, center, int(rng.integers(20, 120)), color, -1)
+    return img
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of (a > 0) and (b > 0) over the last two axes; 1.0 where both are empty."""
+    pa, pb = a > 0, b > 0
+    inter = np.logical_and(pa, pb).sum(axis=(-2, -1))
+    union = np.logical_or(pa, pb).sum(axis=(-2, -1))
+    return np.where(union == 0, 1.0, inter / np.maximum(union, 1))
+
+
+def compare_outputs(ref: Mapping[str, np.ndarray], got: Mapping[str, np.ndarray]) -> dict[str, dict[str, float]]:
+    """Per-output difference figures (see module doc)."""
+    out: dict[str, dict[str, float]] = {}
+    for name, r in ref.items():
+        g = np.asarray(got[name], dtype=np.float64)
+        r = np.asarray(r, dtype=np.float64)
+        if g.shape != r.shape:
+            raise ValueError(f"output {name!r}: shape {g.shape} differs from the reference {r.shape}")
+        diff = np.abs(g - r)
+        fig = {"max_abs_diff": float(diff.max(initial=0.0)), "mean_abs_diff": float(diff.mean()) if diff.size else 0.0}
+        if name == "masks":
+            iou = mask_iou(r, g)
+            fig |= {"mask_iou_mean": float(iou.mean()), "mask_iou_min": float(iou.min())}
+        out[name] = fig
+    return out
+
+
+def merge_figures(runs: Sequence[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
+    """Worst case over several runs (max of diffs, min of IoU minima, mean of IoU means)."""
+    merged: dict[str, dict[str, float]] = {}
+    for run in runs:
+        for name, fig in run.items():
+            m = merged.setdefault(name, {})
+            for k, v in fig.items():
+                if k == "mask_iou_mean":
+                    m[k] = m.get(k, 0.0) + v / len(runs)
+                elif k == "mask_iou_min":
+                    m[k] = min(m.get(k, 1.0), v)
+                else:
+                    m[k] = max(m.get(k, 0.0), v)
+    return merged
+
+
+def point_grid(n_prompts: int, n_points: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic positive clicks spread over the 1024x1024 input: coords [N,P,2] f32, labels [N,P] i32."""
+    rng = np.random.default_rng(seed)
+    coords = rng.uniform(64, 960, size=(n_prompts, n_points, 2)).astype(np.float32)
+    labels = np.ones((n_prompts, n_points), dtype=np.int32)
+    return coords, labels
+
+
+Job = tuple[str, dict[str, np.ndarray], "dict[str, np.ndarray] | None"]
+
+
+def verification_feeds(images: Sequence[np.ndarray], reference: Mapping[str, Runner],
+                       artifacts: Sequence[str]) -> list[Job]:
+    """(artifact, feeds, reference outputs or None) for every artifact, chained through the reference
+    encoder (whose outputs are kept, so it runs once per image)."""
+    from sam2edge.runtime.preprocess import preprocess_numpy
+
+    jobs: list[Job] = []
+    for i, img in enumerate(images):
+        x = preprocess_numpy(img)
+        feats = reference["image_encoder"].infer({"image": x})
+        if "image_encoder" in artifacts:
+            jobs.append(("image_encoder", {"image": x}, feats))
+        if "prompt_decoder" in artifacts:
+            coords, labels = point_grid(3, 2, seed=i)
+            jobs.append(("prompt_decoder", {
+                "image_embed": feats["image_embed"], "high_res_feats_0": feats["high_res_feats_0"],
+                "high_res_feats_1": feats["high_res_feats_1"], "point_coords": coords, "point_labels": labels,
+                "mask_input": np.zeros((3, 1, 256, 256), np.float32), "has_mask_input": np.zeros(3, np.float32)}, None))
+        for name in ("memory_attention", "memory_encoder"):
+            if name in artifacts:
+                spec = reference[name].spec
+                feeds = spec.dummy_inputs("opt", seed=i)
+                feeds["vision_features"] = feats["vision_features"]
+                jobs.append((name, _plausible(name, feeds), None))
+    return jobs
+
+
+def _plausible(name: str, feeds: dict[str, Any]) -> dict[str, Any]:
+    """Valid control inputs for the seeded memory-path feeds (indices in range, 0/1 flags)."""
+    if name == "memory_attention":
+        n = feeds["memory_tpos"].shape[0]
+        feeds["memory_tpos"] = np.arange(n, dtype=np.int32) % 7
+        k = feeds["obj_ptr_offsets"].shape[0]
+        feeds["obj_ptr_offsets"] = -np.arange(k, dtype=np.float32) / max(k - 1, 1)
+    else:
+        feeds["is_mask_from_points"] = np.ones_like(feeds["is_mask_from_points"])
+    return feeds
+
+
+def verify(candidate: Mapping[str, Runner], reference: Mapping[str, Runner], images: Sequence[np.ndarray],
+           artifacts: Sequence[str], jobs: Sequence[Job] | None = None) -> dict[str, dict[str, dict[str, float]]]:
+    """Figures per artifact: candidate vs reference on the chained verification inputs."""
+    runs: dict[str, list[dict[str, dict[str, float]]]] = {}
+    for name, feeds, ref in jobs if jobs is not None else verification_feeds(images, reference, artifacts):
+        ref = ref if ref is not None else reference[name].infer(feeds)
+        got = candidate[name].infer(feeds)
+        runs.setdefault(name, []).append(compare_outputs(ref, got))
+    return {name: merge_figures(r) for name, r in runs.items()}

@@ -1,0 +1,125 @@
+"""Engine-build data without TensorRT: profiles from the specs, the precision policy from real
+graphs, trtexec command lines. The TensorRT build itself is tested in test_tensorrt_device.py."""
+
+from __future__ import annotations
+
+import shlex
+
+import numpy as np
+import pytest
+
+from sam2edge.engines.precision import precision_policy
+from sam2edge.export import tensorrt as trtb
+from sam2edge.export.artifacts import ARTIFACTS
+
+onnx = pytest.importorskip("onnx", reason="the precision policy is derived from ONNX graphs")
+
+
+def test_limits_map_to_spec_dims():
+    assert trtb.limits_from_options(max_batch=4, max_points=8, max_memory_frames=None) == {
+        "batch": 4, "num_objects": 4, "num_points": 8}
+    with pytest.raises(ValueError, match=">= 1"):
+        trtb.limits_from_options(max_batch=0)
+    with pytest.raises(ValueError, match="unknown limit"):
+        trtb.limits_from_options(max_frobs=3)
+
+
+def test_profiles_follow_the_specs_and_limits():
+    enc = trtb.profile_for(ARTIFACTS["image_encoder"], {"batch": 4})
+    assert enc == {"image": ((1, 3, 1024, 1024), (1, 3, 1024, 1024), (4, 3, 1024, 1024))}
+    default = trtb.profile_for(ARTIFACTS["image_encoder"], {})
+    assert default["image"][2][0] == ARTIFACTS["image_encoder"].dims()["batch"].max
+    dec = trtb.profile_for(ARTIFACTS["prompt_decoder"], trtb.limits_from_options(max_points=1, max_prompts=16))
+    points = ARTIFACTS["prompt_decoder"].dims()["num_points"]
+    assert points.opt > 1  # the limit clamps opt and min below the new max
+    assert dec["point_coords"] == ((1, 1, 2), (1, 1, 2), (16, 1, 2))
+    assert dec["point_labels"] == ((1, 1), (1, 1), (16, 1))
+    assert dec["image_embed"] == ((1, 256, 64, 64),) * 3
+    mem = trtb.profile_for(ARTIFACTS["memory_attention"], trtb.limits_from_options(max_memory_frames=9, max_batch=3))
+    assert mem["memory"][2] == (3, 9, 64, 64, 64) and mem["memory_tpos"][2] == (9,)
+    for spec in ARTIFACTS.values():  # every input has a profile, and min <= opt <= max everywhere
+        prof = trtb.profile_for(spec, {})
+        assert set(prof) == set(spec.input_names)
+        for lo, opt, hi in prof.values():
+            assert all(a <= b <= c for a, b, c in zip(lo, opt, hi))
+
+
+def test_io_bytes_match_the_buffers():
+    enc = ARTIFACTS["image_encoder"]
+    per_image = (3 * 1024 * 1024 + 2 * 256 * 64 * 64 + 32 * 256 * 256 + 64 * 128 * 128) * 4
+    assert trtb.io_bytes(enc, {"batch": 1}) == per_image
+    assert trtb.io_bytes(enc, {"batch": 4}) == 4 * per_image
+
+
+def test_policy_on_the_real_prompt_decoder(exported_graphs):
+    model = onnx.load(str(exported_graphs / "prompt_decoder.onnx"), load_external_data=False)
+    policy = precision_policy(model, "prompt_decoder", "fp16")
+    nodes = {n.name: n for n in model.graph.node}
+    kept = set(policy.node_names)
+    print("prompt_decoder policy:", policy.counts(), f"of {len(nodes)} nodes")
+    layernorms = {n for n, node in nodes.items() if node.op_type == "LayerNormalization"}
+    softmaxes = {n for n, node in nodes.items() if node.op_type == "Softmax"}
+    assert layernorms and layernorms <= kept
+    assert softmaxes and softmaxes <= kept
+    for s in softmaxes:  # the q.k^T MatMul feeding each Softmax is kept too
+        assert any(k.rule == "softmax-input" and k.op_type == "MatMul" and k.node.rsplit("/", 1)[0] == s.rsplit("/", 1)[0]
+                   for k in policy.keep_fp32)
+    heads = {k.node for k in policy.keep_fp32 if k.rule == "decoder-head"}
+    assert any("output_hypernetworks_mlps" in n for n in heads)
+    assert any("iou_prediction_head" in n for n in heads)
+    assert any("pred_obj_score_head" in n for n in heads)
+    # Early transformer projections stay in fp16: the policy is targeted, not "everything".
+    assert not any("layers.0/self_attn/q_proj" in n for n in kept)
+    assert len(kept) < len(nodes) / 2
+    assert precision_policy(model, "prompt_decoder", "fp32").keep_fp32 == ()
+    # TensorRT layers match by name or by their output tensor.
+    k = policy.keep_fp32[0]
+    assert policy.matches(k.node) and policy.matches("renamed-layer", [k.outputs[0]]) and not policy.matches("x", ["y"])
+
+
+def test_policy_finds_decomposed_layernorm2d(exported_graphs):
+    """The memory encoder's LayerNorm2d is exported as ReduceMean-Sub-Pow-ReduceMean-Add-Sqrt-Div (+affine)."""
+    model = onnx.load(str(exported_graphs / "memory_encoder.onnx"), load_external_data=False)
+    policy = precision_policy(model, "memory_encoder", "fp16")
+    print("memory_encoder policy:", policy.counts())
+    ln = [k for k in policy.keep_fp32 if k.rule == "layernorm"]
+    ops = {k.op_type for k in ln}
+    assert {"ReduceMean", "Sub", "Sqrt", "Div"} <= ops
+    n_chains = sum(1 for k in ln if k.op_type == "Sqrt")
+    assert n_chains == sum(1 for n in model.graph.node if n.op_type == "Sqrt")  # every LayerNorm2d found
+    assert not any(k.rule == "decoder-head" for k in policy.keep_fp32)
+
+
+def test_trtexec_commands(exported_graphs, tmp_path):
+    spec = ARTIFACTS["prompt_decoder"]
+    policy = trtb.load_policy(exported_graphs / "prompt_decoder.onnx", "prompt_decoder", "fp16")
+    limits = trtb.limits_from_options(max_prompts=16, max_points=4)
+    cmd = trtb.trtexec_command(exported_graphs / "prompt_decoder.onnx", tmp_path / "prompt_decoder.engine", spec,
+                               "fp16", limits, 2 << 30, policy, tmp_path / "timing.cache")
+    print(cmd[:400], "...")
+    args = shlex.split(cmd)
+    assert args[0] == "trtexec" and f"--saveEngine={tmp_path / 'prompt_decoder.engine'}" in args
+    opts = dict(a.split("=", 1) for a in args[1:] if "=" in a)
+    assert opts["--maxShapes"].split(",")[3:5] == ["point_coords:16x4x2", "point_labels:16x4"]
+    assert opts["--minShapes"].startswith("image_embed:1x256x64x64,")
+    assert opts["--memPoolSize"] == "workspace:2048M" and opts["--timingCacheFile"] == str(tmp_path / "timing.cache")
+    assert "--fp16" in args and opts["--precisionConstraints"] == "obey"
+    pinned = [p.rsplit(":", 1) for p in opts["--layerPrecisions"].split(",")]
+    assert [n for n, _ in pinned] == policy.node_names and {p for _, p in pinned} == {"fp32"}
+    fp32 = shlex.split(trtb.trtexec_command(exported_graphs / "prompt_decoder.onnx", tmp_path / "e", spec, "fp32", {}))
+    assert "--noTF32" in fp32 and not any(a.startswith("--layerPrecisions") for a in fp32)
+    v11 = shlex.split(trtb.trtexec_command(exported_graphs / "prompt_decoder.onnx", tmp_path / "e", spec, "fp16", {},
+                                           policy=policy, trt_major=11))
+    assert "--stronglyTyped" in v11 and "--fp16" not in v11
+
+
+def test_engine_record(exported_graphs):
+    spec = ARTIFACTS["memory_encoder"]
+    policy = trtb.load_policy(exported_graphs / "memory_encoder.onnx", "memory_encoder", "fp16")
+    plan = np.arange(1000, dtype=np.uint8).tobytes()
+    rec = trtb.engine_record("memory_encoder", plan, exported_graphs / "memory_encoder.onnx", "cafe", spec,
+                             {"num_objects": 2}, policy, 12345)
+    assert rec["size"] == 1000 and len(rec["sha256"]) == 64 and rec["device_memory_bytes"] == 12345
+    assert rec["dims"]["num_objects"] == {"min": 1, "opt": 1, "max": 2}
+    assert rec["io_bytes"] == trtb.io_bytes(spec, {"num_objects": 2})
+    assert rec["precision_policy"]["counts"] == policy.counts()
