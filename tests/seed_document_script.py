@@ -1,3 +1,4 @@
+# ruff: noqa: I001  (imports kept in the document's order)
 """The Roboflow inference_models SAM2 document's examples, with only the imports changed.
 
 Run by tests/test_seed_document.py in a folder holding image.jpg, path/to/image.jpg and
@@ -9,12 +10,9 @@ are the document's own; the others define what the document leaves undefined
 
 import cv2  # seed
 import numpy as np  # seed
-from sam2edge.cache import (
-    Sam2ImageEmbeddingsInMemoryCache,  # seed (was inference_models.models.sam2.cache)
-    Sam2LowResolutionMasksInMemoryCache,  # seed
-)
-
 from sam2edge import AutoModel  # seed (was: from inference_models import AutoModel)
+from sam2edge.cache import Sam2ImageEmbeddingsInMemoryCache  # seed (was inference_models.models.sam2.cache)
+from sam2edge.cache import Sam2LowResolutionMasksInMemoryCache  # seed
 
 # -- Usage Example -------------------------------------------------------------------
 model = AutoModel.from_pretrained("sam2/hiera_b_plus", api_key="your_api_key")  # seed

@@ -33,7 +33,7 @@ class ImagePrompts:
     labels: np.ndarray
     mask_input: np.ndarray | None
     serialized: tuple
-    single: bool  # True when the caller gave one prompt (results are squeezed)
+    single: bool  # True when there is one prompt (results are squeezed, as in the seed)
 
     @property
     def num_prompts(self) -> int:
@@ -177,7 +177,8 @@ def build_image_prompts(
         None if pts is None else _broadcast(pts[1], k),
         None if box_arr is None else _broadcast(box_arr, k),
     )
-    return ImagePrompts(all_c.astype(np.float32), all_l, mask_arr, serialized, single=all(singles) and k == 1)
+    # Like the seed: one prompt (also given as (1, 4) / (1, P, 2)) gives unbatched results.
+    return ImagePrompts(all_c.astype(np.float32), all_l, mask_arr, serialized, single=k == 1)
 
 
 def serialize_prompts(coords: np.ndarray | None, labels: np.ndarray | None, boxes: np.ndarray | None) -> tuple:
