@@ -61,13 +61,29 @@ def test_policy_on_the_real_prompt_decoder(exported_graphs):
     softmaxes = {n for n, node in nodes.items() if node.op_type == "Softmax"}
     assert layernorms and layernorms <= kept
     assert softmaxes and softmaxes <= kept
-    for s in softmaxes:  # the q.k^T MatMul feeding each Softmax is kept too
-        assert any(k.rule == "softmax-input" and k.op_type == "MatMul" and k.node.rsplit("/", 1)[0] == s.rsplit("/", 1)[0]
-                   for k in policy.keep_fp32)
+    # The q.k^T MatMul feeding each Softmax (through scaling / masking ops) is kept too.
+    producers = {o: n for n in model.graph.node for o in n.output}
+    pinned = {k.node for k in policy.keep_fp32 if k.rule == "softmax-input" and k.op_type == "MatMul"}
+    for s in softmaxes:
+        frontier, upstream = [nodes[s]], set()
+        while frontier:
+            for name in frontier.pop().input:
+                p = producers.get(name)
+                if p is None or p.name in upstream:
+                    continue
+                upstream.add(p.name)
+                if p.op_type in ("Mul", "Add", "Div", "Sub", "Where", "Cast"):
+                    frontier.append(p)
+        assert any(nodes[u].op_type == "MatMul" and u in pinned for u in upstream), f"score MatMul of {s} not pinned"
     heads = {k.node for k in policy.keep_fp32 if k.rule == "decoder-head"}
-    assert any("output_hypernetworks_mlps" in n for n in heads)
-    assert any("iou_prediction_head" in n for n in heads)
-    assert any("pred_obj_score_head" in n for n in heads)
+    for out in ("masks", "iou_predictions", "object_score_logits"):  # each head's last layers are pinned
+        frontier, seen = [out], set()
+        while frontier:
+            p = producers.get(frontier.pop())
+            if p is not None and p.name not in seen:
+                seen.add(p.name)
+                frontier.extend(p.input)
+        assert heads & seen, f"no fp32-pinned layer feeds {out}"
     # Early transformer projections stay in fp16: the policy is targeted, not "everything".
     assert not any("layers.0/self_attn/q_proj" in n for n in kept)
     assert len(kept) < len(nodes) / 2
