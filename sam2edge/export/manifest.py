@@ -1,0 +1,148 @@
+"""``manifest.json``: what an artifact folder was built from, and what it was verified to.
+
+Generic on purpose: the ONNX export writes one in ``<store>/<variant>-<sha8>/onnx/`` and
+the TensorRT build writes its own beside the engines, each with the keys it needs. The
+helpers here only read/write JSON atomically, hash files and collect library versions.
+
+Store layout (shared by every backend)::
+
+    <root>/<variant>-<ckpt_sha256[:8]>/onnx/{manifest.json, image_encoder.onnx, ...}
+    <root>/<variant>-<ckpt_sha256[:8]>/tensorrt/<precision>/<device-slug>/...
+
+``<root>`` is ``$SAM2EDGE_ENGINES`` or ``engines/``.
+
+No heavy imports: the light runtime reads manifests without torch or onnx.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import os
+import platform
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from sam2edge.errors import EngineMismatchError
+
+MANIFEST_NAME = "manifest.json"
+SCHEMA_VERSION = 1
+ENGINES_ENV = "SAM2EDGE_ENGINES"
+DEFAULT_ROOT = "engines"
+
+
+def engines_root(root: str | os.PathLike | None = None) -> Path:
+    """The store root: ``root`` if given, else ``$SAM2EDGE_ENGINES``, else ``engines/``."""
+    if root is not None:
+        return Path(root)
+    return Path(os.environ.get(ENGINES_ENV) or DEFAULT_ROOT)
+
+
+def model_dir(root: str | os.PathLike | None, variant: str, ckpt_sha256: str) -> Path:
+    """``<root>/<variant>-<sha8>``: everything built from one checkpoint."""
+    return engines_root(root) / f"{variant}-{ckpt_sha256[:8]}"
+
+
+def onnx_dir(root: str | os.PathLike | None, variant: str, ckpt_sha256: str) -> Path:
+    """``<root>/<variant>-<sha8>/onnx``: the ONNX artifacts and their manifest."""
+    return model_dir(root, variant, ckpt_sha256) / "onnx"
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, streamed."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_manifest(directory: str | os.PathLike, manifest: dict[str, Any]) -> Path:
+    """Write ``manifest`` as ``<directory>/manifest.json`` atomically (temp file + rename).
+
+    ``schema_version`` is added when absent. Returns the path written.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    data = {"schema_version": SCHEMA_VERSION, **manifest}
+    fd, tmp = tempfile.mkstemp(prefix=".manifest-", suffix=".json", dir=directory)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2, sort_keys=False, default=_json_default)
+            f.write("\n")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, directory / MANIFEST_NAME)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return directory / MANIFEST_NAME
+
+
+def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
+    """Read ``<directory>/manifest.json``; EngineMismatchError if missing or unreadable."""
+    path = Path(directory) / MANIFEST_NAME
+    if not path.is_file():
+        raise EngineMismatchError(f"no {MANIFEST_NAME} in {directory}; export the model first (sam2edge export ...)")
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise EngineMismatchError(f"unreadable manifest {path}: {e}; re-run the export") from e
+    if not isinstance(data, dict):
+        raise EngineMismatchError(f"manifest {path} is not a JSON object; re-run the export")
+    return data
+
+
+def verify_files(directory: str | os.PathLike, manifest: dict[str, Any] | None = None) -> None:
+    """Check every ``manifest["files"][name]["sha256"]`` against the file on disk.
+
+    Raises EngineMismatchError naming the first file that is missing or differs.
+    """
+    directory = Path(directory)
+    manifest = manifest if manifest is not None else read_manifest(directory)
+    for name, info in manifest.get("files", {}).items():
+        path = directory / name
+        if not path.is_file():
+            raise EngineMismatchError(f"{path} listed in the manifest is missing; re-run the export")
+        got = sha256_file(path)
+        if got != info.get("sha256"):
+            raise EngineMismatchError(
+                f"{path} has sha256 {got[:12]}..., manifest says {str(info.get('sha256'))[:12]}...; re-run the export"
+            )
+
+
+def package_versions(*names: str) -> dict[str, str | None]:
+    """Installed versions of ``names`` (None where absent), plus python and sam2edge."""
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for name in ("sam2edge", *names):
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def spec_to_dict(spec: Any) -> dict[str, Any]:
+    """An ArtifactSpec as plain JSON: tensors with dtype, shape (dim names) and docs, dims with ranges."""
+
+    def tensor(t: Any) -> dict[str, Any]:
+        shape = [d if isinstance(d, int) else d.name for d in t.shape]
+        return {"name": t.name, "dtype": t.dtype, "shape": shape, "doc": t.doc}
+
+    return {
+        "name": spec.name,
+        "doc": spec.doc,
+        "inputs": [tensor(t) for t in spec.inputs],
+        "outputs": [tensor(t) for t in spec.outputs],
+        "dims": {n: {"min": d.min, "opt": d.opt, "max": d.max} for n, d in spec.dims().items()},
+    }
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "tolist"):  # numpy scalars / arrays
+        return obj.tolist()
+    raise TypeError(f"manifest value of type {type(obj).__name__} is not JSON serialisable")

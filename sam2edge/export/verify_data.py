@@ -1,0 +1,132 @@
+"""Inputs for export-time verification: real photographs and random prompts.
+
+The image encoder runs on real photographs (scikit-image's astronaut / coffee / chelsea
+when scikit-image is installed, else deterministic synthetic scenes), and the other
+artifacts get the PyTorch image features of those photographs plus random prompts,
+masks, memories and pointers. Every case exercises the symbolic dims at more than one
+size. Values that feed hard thresholds (object scores, binarised masks) are kept away
+from the threshold, so a 1e-6 numerical difference cannot flip them.
+
+Requires torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+
+def verification_images() -> list[np.ndarray]:
+    """Three HWC RGB uint8 images of different sizes and aspect ratios."""
+    try:
+        from skimage import data
+
+        return [data.astronaut(), data.coffee(), data.chelsea()]
+    except Exception:  # scikit-image is a test extra; fall back to synthetic scenes
+        rng = np.random.default_rng(0)
+        out = []
+        for h, w in ((512, 512), (400, 600), (300, 451)):
+            yy, xx = np.mgrid[0:h, 0:w]
+            base = np.stack([xx * 255 // w, yy * 255 // h, (xx + yy) * 127 // (h + w)], axis=-1)
+            out.append(np.clip(base + rng.integers(-20, 20, size=(h, w, 3)), 0, 255).astype(np.uint8))
+        return out
+
+
+def _features(model: Any, images: Sequence[np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Preprocessed batch [B,3,1024,1024] and the PyTorch image features of every image."""
+    import torch
+
+    from sam2edge.runtime.preprocess import preprocess_numpy
+
+    batch = np.concatenate([preprocess_numpy(im) for im in images], axis=0)
+    with torch.no_grad():
+        feats = model.encode_image(torch.from_numpy(batch))
+    return batch, {k: v.numpy() for k, v in feats._asdict().items()}
+
+
+def _decoder_cases(feats: dict[str, np.ndarray], rng: np.random.Generator) -> list[dict[str, np.ndarray]]:
+    cases = []
+    for img, (n, p) in enumerate(((3, 4), (1, 1), (2, 3))):
+        i = img % feats["image_embed"].shape[0]
+        coords = rng.uniform(0, 1024, size=(n, p, 2)).astype(np.float32)
+        labels = rng.choice([-1, 0, 1, 2, 3], size=(n, p)).astype(np.int32)
+        labels[:, 0] = 1  # at least one real click per prompt
+        has_mask = (np.arange(n) % 2 == 0).astype(np.float32) if n > 1 else np.zeros(1, np.float32)
+        cases.append({
+            "image_embed": feats["image_embed"][i:i + 1],
+            "high_res_feats_0": feats["high_res_feats_0"][i:i + 1],
+            "high_res_feats_1": feats["high_res_feats_1"][i:i + 1],
+            "point_coords": coords,
+            "point_labels": labels,
+            "mask_input": (rng.standard_normal((n, 1, 256, 256)) * 8).astype(np.float32),
+            "has_mask_input": has_mask,
+        })
+    return cases
+
+
+def _memory_attention_cases(feats: dict[str, np.ndarray], rng: np.random.Generator) -> list[dict[str, np.ndarray]]:
+    cases = []
+    for i, (b, f, k) in enumerate(((2, 3, 5), (1, 1, 1))):
+        j = i % feats["vision_features"].shape[0]
+        cases.append({
+            "vision_features": feats["vision_features"][j:j + 1],
+            "memory": rng.standard_normal((b, f, 64, 64, 64)).astype(np.float32),
+            "memory_tpos": np.array([6, 0, 1, 2, 3, 4, 5][:f], dtype=np.int32),
+            "obj_ptrs": rng.standard_normal((b, k, 256)).astype(np.float32),
+            "obj_ptr_offsets": (rng.integers(-15, 16, size=k) / np.float32(15)).astype(np.float32),
+        })
+    return cases
+
+
+def _blob_masks(rng: np.random.Generator, n: int, side: int, level: float) -> np.ndarray:
+    """Piecewise-constant +-level masks (16x16 blobs, nearest-upsampled): their bilinear upsampling
+    never lands on 0, so binarising them is robust to rounding."""
+    coarse = np.where(rng.standard_normal((n, 1, 16, 16)) > 0, level, -level).astype(np.float32)
+    rep = side // 16
+    return np.repeat(np.repeat(coarse, rep, axis=2), rep, axis=3)
+
+
+def _memory_encoder_cases(feats: dict[str, np.ndarray], rng: np.random.Generator) -> list[dict[str, np.ndarray]]:
+    v = feats["vision_features"]
+    smooth = _blob_masks(rng, 2, 256, 5.0) + rng.uniform(-2, 2, size=(2, 1, 256, 256)).astype(np.float32)
+    return [
+        {  # tracked frame: two objects, one prompted (binarised) and one absent
+            "vision_features": v[0:1],
+            "mask_logits": np.concatenate([_blob_masks(rng, 1, 256, 5.0), smooth[1:]], axis=0),
+            "is_mask_from_points": np.array([1.0, 0.0], dtype=np.float32),
+            "object_score_logits": np.array([[2.5], [-1.5]], dtype=np.float32),
+        },
+        {  # mask-input frame: a 1024x1024 +-10 mask
+            "vision_features": v[-1:],
+            "mask_logits": _blob_masks(rng, 1, 1024, 10.0),
+            "is_mask_from_points": np.zeros(1, dtype=np.float32),
+            "object_score_logits": np.array([[10.0]], dtype=np.float32),
+        },
+        {  # sigmoid path on continuous logits
+            "vision_features": v[0:1],
+            "mask_logits": smooth,
+            "is_mask_from_points": np.zeros(2, dtype=np.float32),
+            "object_score_logits": np.array([[0.7], [3.0]], dtype=np.float32),
+        },
+    ]
+
+
+def verification_cases(
+    model: Any, names: Sequence[str], images: Sequence[np.ndarray] | None = None, seed: int = 0
+) -> dict[str, list[dict[str, np.ndarray]]]:
+    """Feeds per artifact name. The encoder gets a batch of 2 images and a batch of 1."""
+    images = list(images) if images is not None else verification_images()
+    rng = np.random.default_rng(seed)
+    batch, feats = _features(model, images[:3])
+    out: dict[str, list[dict[str, np.ndarray]]] = {}
+    if "image_encoder" in names:
+        out["image_encoder"] = [{"image": batch[:2]}, {"image": batch[2:3] if len(batch) > 2 else batch[:1]}]
+    if "prompt_decoder" in names:
+        out["prompt_decoder"] = _decoder_cases(feats, rng)
+    if "memory_attention" in names:
+        out["memory_attention"] = _memory_attention_cases(feats, rng)
+    if "memory_encoder" in names:
+        out["memory_encoder"] = _memory_encoder_cases(feats, rng)
+    return out

@@ -1,0 +1,152 @@
+"""One nn.Module per artifact around a SAM2Model: the exact computation each graph holds.
+
+Each wrapper's ``forward`` takes the spec's inputs in order and returns its outputs in
+order (see ``sam2edge.export.artifacts``). The PyTorch backend runs these same modules, so
+both backends share one interface. Nothing here branches on tensor values.
+
+Requires torch.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from sam2edge.export.artifacts import ARTIFACTS, IMAGE_SIZE
+from sam2edge.model.common import sine_position_encoding_1d
+
+
+class ImageEncoderWrapper(nn.Module):
+    """image [B,3,1024,1024] -> (image_embed, high_res_feats_0, high_res_feats_1, vision_features)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        feats = self.model.encode_image(image)
+        return feats.image_embed, feats.high_res_feats_0, feats.high_res_feats_1, feats.vision_features
+
+
+class PromptDecoderWrapper(nn.Module):
+    """Prompt encoder + mask decoder + gated object pointers for N prompts on one image.
+
+    Returns masks [N,4,256,256], iou_predictions [N,4], object_score_logits [N,1],
+    mask_tokens [N,4,256], obj_ptr [N,4,256] (present ? proj(token) : no_obj_ptr).
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self,
+        image_embed: torch.Tensor,
+        high_res_feats_0: torch.Tensor,
+        high_res_feats_1: torch.Tensor,
+        point_coords: torch.Tensor,
+        point_labels: torch.Tensor,
+        mask_input: torch.Tensor,
+        has_mask_input: torch.Tensor,
+    ) -> tuple[torch.Tensor, ...]:
+        out = self.model.decode_prompts(
+            image_embed, high_res_feats_0, high_res_feats_1, point_coords, point_labels, mask_input, has_mask_input
+        )
+        # Hard presence gating of every token's pointer (the tracker keeps the selected row).
+        present = (out.object_score_logits > 0).to(out.obj_ptr.dtype).unsqueeze(-1)  # [N,1,1]
+        obj_ptr = present * out.obj_ptr + (1.0 - present) * self.model.no_obj_ptr
+        return out.masks, out.iou, out.object_score_logits, out.tokens, obj_ptr
+
+
+class MemoryAttentionWrapper(nn.Module):
+    """Condition the current frame on each object's memory bank -> image_embed [B,256,64,64].
+
+    vision_features [1,256,64,64]; memory [B,F,64,64,64]; memory_tpos [F] int (rows of
+    maskmem_tpos_enc); obj_ptrs [B,K,256]; obj_ptr_offsets [K] normalised time offsets.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        cfg = model.cfg
+        self.mem_dim = cfg.mem_dim
+        self.d_model = cfg.d_model
+        self.use_ptr_tpos = bool(cfg.add_tpos_enc_to_obj_ptrs)
+        # Spatial position of a memory frame: the memory encoder's sine encoding, [N, C].
+        self.register_buffer(
+            "mem_pos", model.memory_encoder.pos_enc.flatten(2).transpose(1, 2)[0].clone(), persistent=False
+        )
+
+    def forward(
+        self,
+        vision_features: torch.Tensor,
+        memory: torch.Tensor,
+        memory_tpos: torch.Tensor,
+        obj_ptrs: torch.Tensor,
+        obj_ptr_offsets: torch.Tensor,
+    ) -> torch.Tensor:
+        b, f, c, h, w = memory.shape
+        k = obj_ptrs.shape[1]
+        split = self.d_model // self.mem_dim  # tokens per pointer (4)
+        curr = vision_features.flatten(2).transpose(1, 2).expand(b, -1, -1)  # [B,N,256]
+        spatial = memory.flatten(3).transpose(2, 3).reshape(b, f * h * w, c)  # [B,F*N,64]
+        tpos = self.model.maskmem_tpos_enc.reshape(-1, c)[memory_tpos.long()]  # [F,64]
+        spatial_pos = (self.mem_pos.unsqueeze(0) + tpos.unsqueeze(1)).reshape(1, f * h * w, c)
+        ptr_tokens = obj_ptrs.reshape(b, k * split, self.mem_dim)  # pointer i -> tokens 4i..4i+3
+        ptr_pos = self._ptr_pos(obj_ptr_offsets)  # [K,64]
+        ptr_pos = ptr_pos.unsqueeze(1).expand(k, split, self.mem_dim).reshape(1, k * split, self.mem_dim)
+        out = self.model.memory_attention(curr, None, spatial, spatial_pos, ptr_tokens, ptr_pos)  # [B,N,256]
+        return out.transpose(1, 2).reshape(b, self.d_model, h, w)
+
+    def _ptr_pos(self, offsets: torch.Tensor) -> torch.Tensor:
+        if self.use_ptr_tpos:
+            return self.model.obj_ptr_tpos_proj(sine_position_encoding_1d(offsets, self.d_model))
+        # SAM2.0: pointers carry no temporal position; keep the input in the graph as zeros.
+        return (offsets.unsqueeze(-1) * 0.0).expand(-1, self.mem_dim)
+
+
+class MemoryEncoderWrapper(nn.Module):
+    """(vision_features [1,256,64,64], mask_logits [B,1,S,S], is_mask_from_points [B],
+    object_score_logits [B,1]) -> maskmem_features [B,64,64,64]."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        cfg = model.cfg
+        self.scale = float(cfg.sigmoid_scale_for_mem_enc)
+        self.bias = float(cfg.sigmoid_bias_for_mem_enc)
+        self.add_no_obj = model.no_obj_embed_spatial is not None
+
+    def forward(
+        self,
+        vision_features: torch.Tensor,
+        mask_logits: torch.Tensor,
+        is_mask_from_points: torch.Tensor,
+        object_score_logits: torch.Tensor,
+    ) -> torch.Tensor:
+        high_res = F.interpolate(mask_logits, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear", align_corners=False)
+        binarize = is_mask_from_points.to(high_res.dtype).reshape(-1, 1, 1, 1)
+        prob = binarize * (high_res > 0).to(high_res.dtype) + (1.0 - binarize) * torch.sigmoid(high_res)
+        mask = prob * self.scale + self.bias
+        features, _ = self.model.memory_encoder(vision_features, mask)
+        if self.add_no_obj:
+            absent = (object_score_logits <= 0).to(features.dtype).reshape(-1, 1, 1, 1)
+            features = features + absent * self.model.no_obj_embed_spatial.reshape(1, -1, 1, 1)
+        return features
+
+
+WRAPPERS: dict[str, type[nn.Module]] = {
+    "image_encoder": ImageEncoderWrapper,
+    "prompt_decoder": PromptDecoderWrapper,
+    "memory_attention": MemoryAttentionWrapper,
+    "memory_encoder": MemoryEncoderWrapper,
+}
+assert set(WRAPPERS) == set(ARTIFACTS)
+
+
+def build_wrapper(name: str, model: nn.Module) -> nn.Module:
+    """The eval-mode wrapper module of artifact ``name`` around ``model``."""
+    if name not in WRAPPERS:
+        raise KeyError(f"unknown artifact {name!r}; known: {sorted(WRAPPERS)}")
+    return WRAPPERS[name](model).eval()
