@@ -1,0 +1,192 @@
+"""Runs the four artifacts for the tracker: numpy in, numpy out, objects batched.
+
+Everything here goes through the Runner contract (``runner.infer(feeds)``), so the same code
+drives PyTorch, ONNX Runtime and TensorRT. Tensor names come from the artifact specs.
+
+Batching: a frame is encoded once; memory attention runs once per group of objects that
+share a memory layout (same temporal rows and pointer offsets, which is every object prompted
+on the same frames), the decoder once for all objects when its spec takes one image embedding
+per prompt (else once per object), and the memory encoder once for all objects. Batches are
+cut at the profile's maximum (``num_objects`` / ``num_prompts``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from sam2edge.config import ModelConfig
+from sam2edge.errors import BackendRuntimeError, BackendUnavailableError
+from sam2edge.export.spec import Dim
+from sam2edge.runtime.masks import select_masks
+from sam2edge.runtime.runner import Runner
+from sam2edge.runtime.video.bank import MemorySelection
+from sam2edge.runtime.video.state import NO_OBJ_SCORE, FrameFeatures
+
+ARTIFACTS = ("image_encoder", "prompt_decoder", "memory_attention", "memory_encoder")
+# Shared by every official config (sam2*/sam2.1* yaml): multimask for 0..1 points, also when tracking.
+MULTIMASK_MIN_POINTS, MULTIMASK_MAX_POINTS = 0, 1
+LOW_RES = 256
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """The chosen prediction per object: low_res [B,256,256] (gated, not hole-filled),
+    obj_ptr [B,256] (gated), object_score [B]."""
+
+    low_res: np.ndarray
+    obj_ptr: np.ndarray
+    object_score: np.ndarray
+
+
+class VideoEngine:
+    """The four runners of one model plus its config; no state across frames."""
+
+    def __init__(self, runners: Mapping[str, Runner], config: ModelConfig) -> None:
+        missing = [a for a in ARTIFACTS if a not in runners]
+        if missing:
+            raise BackendUnavailableError(
+                f"video tracking needs the runners {list(ARTIFACTS)}; this model has no {missing}. "
+                "Load it from a checkpoint with all four artifacts, or export/build the memory networks "
+                "(sam2edge export ... writes all four)"
+            )
+        self.runners = dict(runners)
+        self.config = config
+        self.max_objects = _dim_max(runners["memory_attention"], "num_objects", 8)
+        self.max_prompts = _dim_max(runners["prompt_decoder"], "num_prompts", 64)
+        self.max_memory_frames = _dim_max(runners["memory_attention"], "num_memory_frames", 16)
+        self.max_obj_ptrs = _dim_max(runners["memory_attention"], "num_obj_ptrs", 32)
+        embed_dim0 = runners["prompt_decoder"].spec.inputs[0].shape[0]
+        self.decoder_batches_images = isinstance(embed_dim0, Dim)
+        self.calls: dict[str, int] = dict.fromkeys(ARTIFACTS, 0)
+
+    @property
+    def backend(self) -> str:
+        return self.runners["memory_attention"].backend
+
+    def _infer(self, name: str, feeds: dict[str, np.ndarray], check: bool = True) -> dict[str, np.ndarray]:
+        self.calls[name] += 1
+        return self.runners[name].infer(feeds, check=check)
+
+    # -- image encoder ----------------------------------------------------------------------
+    def encode(self, frame_idx: int, image: np.ndarray, video_hw: tuple[int, int]) -> FrameFeatures:
+        """image [1,3,1024,1024] float32 -> the frame's features."""
+        out = self._infer("image_encoder", {"image": image})
+        return FrameFeatures(frame_idx, out["image_embed"], out["high_res_feats_0"], out["high_res_feats_1"],
+                             out["vision_features"], video_hw)
+
+    # -- memory attention -------------------------------------------------------------------
+    def condition(self, feats: FrameFeatures, selections: list[MemorySelection]) -> np.ndarray:
+        """Memory-conditioned embeddings [B,256,64,64], one per selection (in order)."""
+        out = np.empty((len(selections), *feats.vision_features.shape[1:]), np.float32)
+        groups: dict[tuple, list[int]] = {}
+        for i, sel in enumerate(selections):
+            groups.setdefault(sel.layout, []).append(i)
+        for rows in groups.values():
+            for c0 in range(0, len(rows), self.max_objects):
+                chunk = rows[c0 : c0 + self.max_objects]
+                out[chunk] = self._condition_group(feats, [selections[i] for i in chunk])
+        return out
+
+    def _condition_group(self, feats: FrameFeatures, sels: list[MemorySelection]) -> np.ndarray:
+        first = sels[0]
+        shape = first.entries[0].maskmem.data.shape  # type: ignore[union-attr]
+        memory = np.empty((len(sels), len(first.entries), *shape), np.float32)
+        for i, s in enumerate(sels):
+            for j, e in enumerate(s.entries):
+                e.maskmem.widen_into(memory[i, j])  # type: ignore[union-attr]
+        k = len(first.ptrs)
+        ptrs = (np.stack([np.stack(s.ptrs) for s in sels]) if k else
+                np.zeros((len(sels), 0, self.config.d_model), np.float32))
+        feeds = {
+            "vision_features": feats.vision_features,
+            "memory": memory,
+            "memory_tpos": np.asarray(first.tpos, np.int32),
+            "obj_ptrs": ptrs.astype(np.float32, copy=False),
+            "obj_ptr_offsets": np.asarray(first.ptr_offsets, np.float32),
+        }
+        if k:
+            return self._infer("memory_attention", feeds)["image_embed"]
+        # No pointer yet: the first frame tracked before an object's only prompt, or the first frame of
+        # a reverse pass starting after it. The official attends to the spatial memory alone; the spec's
+        # profile starts at one pointer, so the input check is skipped and the graph must take K = 0.
+        try:
+            return self._infer("memory_attention", feeds, check=False)["image_embed"]
+        except BackendRuntimeError as exc:
+            raise BackendRuntimeError(
+                f"memory_attention ({self.backend}) cannot run without object pointers (num_obj_ptrs=0), which "
+                "tracking needs on the first frame before/after an object's prompts; re-export memory_attention "
+                f"with num_obj_ptrs allowed to be 0 ({exc})"
+            ) from exc
+
+    # -- prompt decoder ---------------------------------------------------------------------
+    def decode(self, embeds: np.ndarray, feats: FrameFeatures, coords: np.ndarray, labels: np.ndarray,
+               mask_input: np.ndarray | None, multimask: bool) -> Decoded:
+        """embeds [B or 1,256,64,64]; coords [B,P,2] model pixels; labels [B,P]; mask_input
+        [B,1,256,256] logits or None -> the official choice of mask, pointer and score."""
+        b = coords.shape[0]
+        has_mask = np.full((b,), 0.0 if mask_input is None else 1.0, np.float32)
+        if mask_input is None:
+            mask_input = np.zeros((b, 1, LOW_RES, LOW_RES), np.float32)
+        per_row = embeds.shape[0] > 1 and not self.decoder_batches_images
+        step = 1 if per_row else self.max_prompts
+        parts = []
+        for c0 in range(0, b, step):
+            sl = slice(c0, c0 + step)
+            feeds = {
+                "image_embed": embeds[sl] if embeds.shape[0] > 1 else embeds,
+                "high_res_feats_0": feats.high_res_0,
+                "high_res_feats_1": feats.high_res_1,
+                "point_coords": np.ascontiguousarray(coords[sl], np.float32),
+                "point_labels": np.ascontiguousarray(labels[sl], np.int32),
+                "mask_input": np.ascontiguousarray(mask_input[sl], np.float32),
+                "has_mask_input": has_mask[sl],
+            }
+            parts.append(self._infer("prompt_decoder", feeds))
+        out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if len(parts) > 1 else parts[0]
+        return self.choose(out, multimask)
+
+    def choose(self, out: Mapping[str, np.ndarray], multimask: bool) -> Decoded:
+        """The official token choice: best-IoU of tokens 1..3 (multimask; its pointer too), else
+        token 0 with the stability fallback for the mask and token 0 for the pointer; masks of
+        absent objects (score <= 0) become NO_OBJ_SCORE."""
+        cfg = self.config
+        masks, iou, idx = select_masks(out["masks"], out["iou_predictions"], multimask,
+                                       cfg.dynamic_multimask_via_stability, cfg.dynamic_multimask_stability_delta,
+                                       cfg.dynamic_multimask_stability_thresh)
+        rows = np.arange(masks.shape[0])
+        best = np.argmax(iou, axis=-1) if multimask else np.zeros(masks.shape[0], np.int64)
+        low = masks[rows, best]
+        ptr_token = idx[rows, best] if multimask else np.zeros(masks.shape[0], np.int64)
+        obj_ptr = out["obj_ptr"][rows, ptr_token]
+        score = out["object_score_logits"][:, 0]
+        low = np.where(score[:, None, None] > 0, low, np.float32(NO_OBJ_SCORE)).astype(np.float32)
+        return Decoded(low, obj_ptr.astype(np.float32), score.astype(np.float32))
+
+    # -- memory encoder ---------------------------------------------------------------------
+    def encode_memory(self, feats: FrameFeatures, low_res: np.ndarray, from_points: np.ndarray,
+                      object_score: np.ndarray) -> np.ndarray:
+        """low_res [B,256,256] logits, from_points [B] bool, object_score [B] -> [B,64,64,64]."""
+        parts = []
+        for c0 in range(0, low_res.shape[0], self.max_objects):
+            sl = slice(c0, c0 + self.max_objects)
+            feeds = {
+                "vision_features": feats.vision_features,
+                "mask_logits": np.ascontiguousarray(low_res[sl, None], np.float32),
+                "is_mask_from_points": np.asarray(from_points[sl], np.float32),
+                "object_score_logits": np.asarray(object_score[sl], np.float32).reshape(-1, 1),
+            }
+            parts.append(self._infer("memory_encoder", feeds)["maskmem_features"])
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def _dim_max(runner: Runner, name: str, default: int) -> int:
+    dim = runner.spec.dims().get(name)
+    return dim.max if dim is not None else default
+
+
+def use_multimask(num_points: int) -> bool:
+    """The official ``_use_multimask`` with the shared config (multimask_output_for_tracking on)."""
+    return MULTIMASK_MIN_POINTS <= num_points <= MULTIMASK_MAX_POINTS

@@ -1,0 +1,370 @@
+"""The video tracker: prompts on any frame, propagation forward and backward, typed state.
+
+It follows the official SAM2VideoPredictor step by step (see bank.py for memory selection):
+
+* a prompt on a frame the object was not tracked on makes it a *conditioning* frame, decoded
+  without memory (multimask for 0..1 points); on a tracked frame it is a *correction*, decoded
+  with the object's memory and its previous mask as input. Outputs wait as "pending" and join
+  the bank when propagation starts; their memory is encoded (mask binarised) before the frame's
+  features leave the one-frame feature cache, so a prompted frame is not decoded again for it;
+* ``propagate`` tracks every object on every frame except its conditioning frames, whose
+  prompted outputs are reused; all objects of a frame are batched (engine.py);
+* ``propagate`` is a generator: results are yielded, never accumulated; the bank is pruned
+  as the frontier moves (bank.py), and frames are decoded lazily from the source.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import numpy as np
+
+from sam2edge.config import ModelConfig
+from sam2edge.errors import InputError, VideoError
+from sam2edge.runtime import postprocess
+from sam2edge.runtime.video import mask_prompt
+from sam2edge.runtime.video.bank import MemoryPolicy, ObjectMemory
+from sam2edge.runtime.video.engine import LOW_RES, VideoEngine, use_multimask
+from sam2edge.runtime.video.frames import EndOfVideo, FrameSource, make_preprocess
+from sam2edge.runtime.video.state import (
+    NO_OBJ_SCORE,
+    FrameFeatures,
+    FrameResult,
+    MaskPrompt,
+    MemoryEntry,
+    PointPrompt,
+    VideoOptions,
+)
+from sam2edge.runtime.video.storage import STORAGE_DTYPES, store
+
+log = logging.getLogger(__name__)
+PAD_LABEL = -1
+BOX_LABELS = (2, 3)
+
+
+class VideoTracker:
+    """Multi-object tracking over a frame source (see the module docstring)."""
+
+    def __init__(self, engine: VideoEngine, source: FrameSource, config: ModelConfig, options: VideoOptions,
+                 host_constants: dict[str, np.ndarray] | None = None, streaming: bool = False) -> None:
+        if options.memory_dtype not in STORAGE_DTYPES:
+            raise InputError(f"memory_dtype must be one of {STORAGE_DTYPES}, got {options.memory_dtype!r}")
+        if options.retention not in ("window", "all"):
+            raise InputError(f"retention must be 'window' or 'all', got {options.retention!r}")
+        self.engine = engine
+        self.source = source
+        self.config = config
+        self.options = options
+        self._host_constants = host_constants
+        self._preprocess = make_preprocess(options.preprocessing, config.image_size)
+        auto_cap = min(engine.max_memory_frames - (config.num_maskmem - 1),
+                       engine.max_obj_ptrs - (config.max_obj_ptrs_in_encoder - 1))
+        cap = options.max_cond_frames if options.max_cond_frames is not None else max(1, auto_cap)
+        if cap < 1:
+            raise InputError(f"max_cond_frames must be >= 1, got {cap}")
+        self.policy = MemoryPolicy(config.num_maskmem, config.max_obj_ptrs_in_encoder, cap,
+                                   config.use_signed_tpos_enc_to_obj_ptrs, options.retention, not streaming)
+        self.num_frames = options.num_frames if options.num_frames is not None else source.num_frames
+        self._objects: dict[int, ObjectMemory] = {}
+        self._features: FrameFeatures | None = None
+        self.frames_decoded = 0
+
+    # -- properties ------------------------------------------------------------------------
+    @property
+    def obj_ids(self) -> list[int]:
+        return list(self._objects)
+
+    @property
+    def video_hw(self) -> tuple[int, int]:
+        if self.source.video_hw is None:
+            self._features_for(0)
+        assert self.source.video_hw is not None
+        return self.source.video_hw
+
+    def memory_bytes(self) -> int:
+        """Bytes held by the memory bank of every object plus the cached frame features."""
+        feats = self._features
+        cached = 0 if feats is None else sum(a.nbytes for a in (feats.image_embed, feats.high_res_0,
+                                                                  feats.high_res_1, feats.vision_features))
+        return cached + sum(o.nbytes for o in self._objects.values())
+
+    def memory(self, obj_id: int) -> ObjectMemory:
+        """The typed memory bank of one object (read-only use)."""
+        return self._get(obj_id)
+
+    # -- prompts ---------------------------------------------------------------------------
+    def add_points(self, frame_idx: int, obj_id: int, points: Any = None, labels: Any = None, box: Any = None,
+                   clear_old_points: bool = True, normalize_coords: bool = True) -> FrameResult:
+        """Clicks (and/or a box) for one object on one frame; returns every object's masks there.
+
+        points [P,2] (x, y) and labels [P] (1 positive, 0 negative) in video pixels (or in [0,1]
+        with ``normalize_coords=False``); box [4] (x0, y0, x1, y1) is placed before the clicks.
+        ``clear_old_points=False`` appends to the clicks already on this frame.
+        """
+        frame_idx = self._frame_index(frame_idx)
+        prompt = self._point_prompt(points, labels, box, normalize_coords, frame_idx)
+        obj = self._get_or_add(obj_id)
+        if not clear_old_points:
+            if box is not None:
+                raise InputError("a box must come first: add it with clear_old_points=True")
+            old = obj.prompts.get(frame_idx)
+            if isinstance(old, PointPrompt):
+                prompt = PointPrompt(np.concatenate([old.coords, prompt.coords]),
+                                     np.concatenate([old.labels, prompt.labels]))
+        obj.prompts[frame_idx] = prompt
+        direction = obj.tracked.get(frame_idx)
+        is_cond = direction is None
+        prev = obj.lookup(frame_idx, is_cond)
+        mask_in = None
+        if prev is not None:
+            if prev.low_res is None:
+                log.warning("object %s: the previous mask on frame %d left the bounded memory bank; "
+                            "decoding the clicks without it (retention='all' keeps it)", obj_id, frame_idx)
+            else:
+                mask_in = np.clip(prev.low_res, -32.0, 32.0)[None, None]
+        feats = self._features_for(frame_idx)
+        if is_cond:
+            embed = feats.image_embed
+        else:
+            embed = self.engine.condition(feats, [obj.select(frame_idx, bool(direction), self.num_frames)])
+        dec = self.engine.decode(embed, feats, prompt.coords[None], prompt.labels[None], mask_in,
+                                 use_multimask(prompt.num_points))
+        entry = MemoryEntry(frame_idx, self._fill(dec.low_res)[0], dec.obj_ptr[0], float(dec.object_score[0]),
+                            None, from_points=True)
+        obj.add_pending(frame_idx, is_cond, entry)
+        return self._consolidate(frame_idx, is_cond)
+
+    def add_box(self, frame_idx: int, obj_id: int, box: Any, points: Any = None, labels: Any = None,
+                normalize_coords: bool = True) -> FrameResult:
+        """A box (x0, y0, x1, y1) for one object on one frame, optionally with clicks."""
+        return self.add_points(frame_idx, obj_id, points, labels, box=box, normalize_coords=normalize_coords)
+
+    def add_mask(self, frame_idx: int, obj_id: int, mask: Any) -> FrameResult:
+        """A mask [H,W] (bool or 0/1, any size; stretched to the model input) for one object."""
+        frame_idx = self._frame_index(frame_idx)
+        consts = mask_prompt.require_host_constants(self._host_constants)
+        full = mask_prompt.mask_to_input_size(mask, self.config.image_size)
+        obj = self._get_or_add(obj_id)
+        obj.prompts[frame_idx] = MaskPrompt(int(full.sum()))
+        is_cond = obj.tracked.get(frame_idx) is None
+        feats = self._features_for(frame_idx)
+        dense = mask_prompt.mask_downsample(full, consts["mask_downsample.weight"], consts["mask_downsample.bias"])
+        pad = np.zeros((1, 1, 2), np.float32), np.full((1, 1), PAD_LABEL, np.int32)
+        dec = self.engine.decode(feats.vision_features, feats, pad[0], pad[1], dense, multimask=False)
+        present = bool(full.any())
+        ptr = dec.obj_ptr[0] if present else consts["no_obj_ptr"].reshape(-1).astype(np.float32)
+        score = mask_prompt.MASK_LOGIT_SCALE * float(present) + mask_prompt.MASK_LOGIT_BIAS
+        low = mask_prompt.mask_output_logits(full, LOW_RES)
+        entry = MemoryEntry(frame_idx, self._fill(low[None])[0], ptr, score, None, from_points=True)
+        obj.add_pending(frame_idx, is_cond, entry)
+        return self._consolidate(frame_idx, is_cond)
+
+    def clear_prompts(self, frame_idx: int, obj_id: int) -> FrameResult:
+        """Remove one object's prompts on a frame (its output there becomes an ordinary one)."""
+        self._get(obj_id).clear_prompts(frame_idx)
+        is_cond = any(frame_idx in o.pending[True] for o in self._objects.values())
+        return self._consolidate(frame_idx, is_cond)
+
+    def remove_object(self, obj_id: int, strict: bool = False) -> list[int]:
+        """Forget an object entirely; returns the remaining object ids."""
+        if obj_id not in self._objects and strict:
+            raise InputError(f"no object {obj_id}; known objects: {self.obj_ids}")
+        self._objects.pop(obj_id, None)
+        return self.obj_ids
+
+    def reset(self) -> None:
+        """Forget every object and prompt (the source and cached features stay)."""
+        self._objects.clear()
+
+    def close(self) -> None:
+        self.source.close()
+        self._features = None
+
+    def __enter__(self) -> VideoTracker:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # -- propagation -----------------------------------------------------------------------
+    def propagate(self, start: int | None = None, reverse: bool = False,
+                  max_frames: int | None = None) -> Iterator[FrameResult]:
+        """Track all objects frame by frame; yields one FrameResult per frame.
+
+        start: first frame (default: the earliest prompted frame); reverse: towards frame 0;
+        max_frames: frames to track after ``start`` (as the official, ``start`` itself is extra).
+        """
+        self._commit()
+        if start is None:
+            start = min(o.first_cond_frame() for o in self._objects.values())  # type: ignore[type-var]
+        for frame_idx in self._order(int(start), reverse, max_frames):
+            try:
+                result = self.step(frame_idx, reverse)
+            except EndOfVideo:
+                if reverse:
+                    raise
+                return
+            yield result
+
+    def _order(self, start: int, reverse: bool, max_frames: int | None) -> Iterable[int]:
+        if reverse:
+            if not self.source.seekable:
+                raise VideoError("reverse propagation needs a seekable source (file, folder or list)")
+            end = max(start - (max_frames if max_frames is not None else start), 0)
+            return range(start, end - 1, -1) if start > 0 else range(0)
+        if self.num_frames is not None:
+            end = min(start + (max_frames if max_frames is not None else self.num_frames), self.num_frames - 1)
+            return range(start, end + 1)
+        return range(start, start + max_frames + 1) if max_frames is not None else _count(start)
+
+    def step(self, frame_idx: int, reverse: bool = False) -> FrameResult:
+        """Track every object on one frame (after committing pending prompts)."""
+        self._commit()
+        objs = list(self._objects.values())
+        run = [o for o in objs if frame_idx not in o.cond]
+        tracked: dict[int, MemoryEntry] = {}
+        if run:
+            feats = self._features_for(frame_idx)
+            sels = [o.select(frame_idx, reverse, self.num_frames) for o in run]
+            embeds = self.engine.condition(feats, sels)
+            n = len(run)
+            pad_xy, pad_lab = np.zeros((n, 1, 2), np.float32), np.full((n, 1), PAD_LABEL, np.int32)
+            dec = self.engine.decode(embeds, feats, pad_xy, pad_lab, None, use_multimask(0))
+            mem = self.engine.encode_memory(feats, dec.low_res, np.zeros(n, bool), dec.object_score)
+            filled = self._fill(dec.low_res)
+            for i, o in enumerate(run):
+                entry = MemoryEntry(frame_idx, filled[i], dec.obj_ptr[i], float(dec.object_score[i]),
+                                    store(mem[i], self.options.memory_dtype), from_points=False)
+                o.store_tracked(frame_idx, entry, reverse)
+                tracked[o.obj_id] = entry
+        for o in objs:
+            if o.obj_id not in tracked:
+                o.tracked.set(frame_idx, reverse)
+        entries = [tracked.get(o.obj_id) or o.cond[frame_idx] for o in objs]
+        result = self._result(frame_idx, [o.obj_id for o in objs], entries)
+        for o in objs:
+            o.prune(frame_idx)
+        return result
+
+    # -- internals ---------------------------------------------------------------------------
+    def _commit(self) -> None:
+        """Encode every pending output's memory, then move it into the bank."""
+        if not self._objects:
+            raise InputError("no object has prompts yet: add points, a box or a mask first")
+        self._flush_pending()
+        for o in self._objects.values():
+            for entry in o.unencoded():  # prompts on frames whose features were not cached any more
+                self._flush_pending(self._features_for(entry.frame_idx))
+            o.commit()
+            if not o.cond:
+                raise InputError(f"object {o.obj_id} has no prompt on any frame; add points, a box or a mask")
+
+    def _flush_pending(self, feats: FrameFeatures | None = None) -> None:
+        """Run the memory encoder (binarised masks) for pending outputs on the cached frame."""
+        feats = feats or self._features
+        if feats is None:
+            return
+        todo = [e for o in self._objects.values() for e in o.unencoded() if e.frame_idx == feats.frame_idx]
+        if not todo:
+            return
+        low = np.stack([e.low_res for e in todo])
+        scores = np.array([e.object_score for e in todo], np.float32)
+        mem = self.engine.encode_memory(feats, low, np.ones(len(todo), bool), scores)
+        for e, m in zip(todo, mem):
+            e.maskmem = store(m, self.options.memory_dtype)
+
+    def _features_for(self, frame_idx: int) -> FrameFeatures:
+        if self._features is not None and self._features.frame_idx == frame_idx:
+            return self._features
+        self._flush_pending()  # the cached frame's pending memory needs its features
+        self._features = None
+        image, hw = self._load(frame_idx)
+        self._features = self.engine.encode(frame_idx, image, hw)
+        return self._features
+
+    def _load(self, frame_idx: int) -> tuple[np.ndarray, tuple[int, int]]:
+        rgb = self.source.read(frame_idx)
+        self.frames_decoded += 1
+        hw = (int(rgb.shape[0]), int(rgb.shape[1]))
+        return self._preprocess(rgb), hw
+
+    def _fill(self, low_res: np.ndarray) -> np.ndarray:
+        area = self.options.fill_hole_area
+        if area and area > 0:
+            return postprocess.fill_holes_in_mask_scores(low_res[:, None], area)[:, 0]
+        return low_res
+
+    def _consolidate(self, frame_idx: int, is_cond: bool) -> FrameResult:
+        objs = list(self._objects.values())
+        return self._result(frame_idx, [o.obj_id for o in objs], [o.lookup(frame_idx, is_cond) for o in objs])
+
+    def _result(self, frame_idx: int, ids: list[int], entries: list[MemoryEntry | None]) -> FrameResult:
+        hw = self.video_hw
+        low = np.full((len(ids), LOW_RES, LOW_RES), NO_OBJ_SCORE, np.float32)
+        scores = np.full((len(ids),), NO_OBJ_SCORE, np.float32)
+        for i, e in enumerate(entries):
+            if e is not None and e.low_res is not None:
+                low[i], scores[i] = e.low_res, e.object_score
+        masks = postprocess.upsample_logits(low[:, None], hw)[:, 0] > self.options.mask_threshold
+        return FrameResult(frame_idx, tuple(ids), masks, low, scores, hw)
+
+    def _get(self, obj_id: int) -> ObjectMemory:
+        try:
+            return self._objects[obj_id]
+        except KeyError:
+            raise InputError(f"no object {obj_id}; known objects: {self.obj_ids}") from None
+
+    def _get_or_add(self, obj_id: int) -> ObjectMemory:
+        if not isinstance(obj_id, int | np.integer):
+            raise InputError(f"obj_id must be an integer, got {obj_id!r}")
+        obj_id = int(obj_id)
+        if obj_id not in self._objects:
+            self._objects[obj_id] = ObjectMemory(obj_id, self.policy)
+        return self._objects[obj_id]
+
+    def _frame_index(self, frame_idx: Any) -> int:
+        if not isinstance(frame_idx, int | np.integer) or frame_idx < 0:
+            raise InputError(f"frame_idx must be a non-negative integer, got {frame_idx!r}")
+        if self.num_frames is not None and frame_idx >= self.num_frames:
+            raise InputError(f"frame_idx {frame_idx} is outside the video (0..{self.num_frames - 1})")
+        return int(frame_idx)
+
+    def _point_prompt(self, points: Any, labels: Any, box: Any, normalize: bool, frame_idx: int) -> PointPrompt:
+        if (points is None) != (labels is None):
+            raise InputError("points and labels must be given together")
+        if points is None and box is None:
+            raise InputError("give points with labels, a box, or both")
+        coords = np.zeros((0, 2), np.float32) if points is None else np.asarray(points, np.float32).reshape(-1, 2)
+        labs = np.zeros((0,), np.int32) if labels is None else np.asarray(labels).reshape(-1)
+        if labs.shape[0] != coords.shape[0]:
+            raise InputError(f"points [P,2] and labels [P] must match, got {coords.shape[0]} points, {labs.shape[0]} labels")
+        if labs.size and not np.isin(labs, (0, 1)).all():
+            raise InputError(f"labels must be 1 (positive) or 0 (negative), got {np.unique(labs).tolist()}")
+        if box is not None:
+            b = np.asarray(box, np.float32).reshape(-1)
+            if b.shape != (4,):
+                raise InputError(f"box must be (x0, y0, x1, y1), got {np.asarray(box).shape}")
+            coords = np.concatenate([b.reshape(2, 2), coords])
+            labs = np.concatenate([np.array(BOX_LABELS), labs])
+        if not np.isfinite(coords).all():
+            raise InputError("points and box must be finite numbers")
+        size = np.float32(self.config.image_size)
+        if normalize:
+            h, w = self._hw_for(frame_idx)
+            coords = coords / np.array([w, h], np.float32)
+        return PointPrompt((coords * size).astype(np.float32), labs.astype(np.int32))
+
+    def _hw_for(self, frame_idx: int) -> tuple[int, int]:
+        if self.source.video_hw is None:
+            self._features_for(frame_idx)
+        assert self.source.video_hw is not None
+        return self.source.video_hw
+
+
+def _count(start: int) -> Iterator[int]:
+    i = start
+    while True:
+        yield i
+        i += 1
