@@ -33,6 +33,10 @@ DECODER_HEAD_OUTPUTS = ("masks", "iou_predictions", "object_score_logits")
 WEIGHTED_OPS = frozenset({"MatMul", "Gemm", "Conv", "ConvTranspose"})
 SCORE_OPS = frozenset({"Mul", "Div", "Add", "Sub", "Where", "Cast", "Transpose", "Reshape"})
 UNARY_SCORE_OPS = frozenset({"Cast", "Transpose", "Reshape"})  # follow the data input only
+# Ops whose inputs after the first are shapes, indices or axes: the head walk follows only the data
+# input, and stops at Shape/Size, so that it does not leak through shape arithmetic into early layers.
+DATA_FIRST_OPS = frozenset({"Reshape", "Expand", "Slice", "Tile", "Unsqueeze", "Squeeze", "Pad", "Resize", "Split"})
+SHAPE_OPS = frozenset({"Shape", "Size", "Constant", "ConstantOfShape"})
 NORM_CHAIN = ("ReduceMean", "Sub", "Pow|Mul", "ReduceMean", "Add", "Sqrt", "Div")
 
 
@@ -178,8 +182,10 @@ def _head_nodes(g: _Graph, outputs: list[str], depth: int) -> set[int]:
             continue
         seen[j] = crossed
         out.add(j)
+        node = g.nodes[j]
         crossed_here = crossed + (1 if g.has_weight(j) else 0)
-        if crossed_here >= depth:
+        if crossed_here >= depth or node.op_type in SHAPE_OPS:
             continue
-        stack.extend((x, crossed_here) for x in g.nodes[j].input if x not in g.consts)
-    return {j for j in out if g.nodes[j].op_type not in ("Shape", "Constant")}
+        data = node.input[:1] if node.op_type in DATA_FIRST_OPS else node.input
+        stack.extend((x, crossed_here) for x in data if x and x not in g.consts)
+    return {j for j in out if g.nodes[j].op_type not in SHAPE_OPS}

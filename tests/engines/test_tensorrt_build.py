@@ -51,10 +51,6 @@ def test_io_bytes_match_the_buffers():
     assert trtb.io_bytes(enc, {"batch": 4}) == 4 * per_image
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known regression: on the dynamo-exported prompt decoder (node_* names, decomposed ops) the decoder-head rule "
-    "walks DECODER_HEAD_DEPTH nodes and pins 402 of 566 nodes, so the fp16 policy is no longer targeted; "
-    "make the head rule count weighted layers (MatMul/Gemm/Conv), not nodes"))
 def test_policy_on_the_real_prompt_decoder(exported_graphs):
     model = onnx.load(str(exported_graphs / "prompt_decoder.onnx"), load_external_data=False)
     policy = precision_policy(model, "prompt_decoder", "fp16")
@@ -88,9 +84,16 @@ def test_policy_on_the_real_prompt_decoder(exported_graphs):
                 seen.add(p.name)
                 frontier.extend(p.input)
         assert heads & seen, f"no fp32-pinned layer feeds {out}"
-    # Early transformer projections stay in fp16: the policy is targeted, not "everything".
-    assert not any("layers.0/self_attn/q_proj" in n for n in kept)
-    assert len(kept) < len(nodes) / 2
+    # Targeted, not "everything": the head walk crosses 3 weighted layers and does not leak through shape
+    # arithmetic (Shape -> Gather -> Concat -> Reshape) into the early transformer layers.
+    consts = {i.name for i in model.graph.initializer} | {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+    weighted = [n.name for n in model.graph.node
+                if n.op_type in ("MatMul", "Gemm", "Conv", "ConvTranspose") and any(x in consts for x in n.input[1:])]
+    pinned_weighted = [n for n in weighted if n in heads]
+    print(f"decoder-head pins {len(pinned_weighted)} of {len(weighted)} weighted layers")
+    assert len(pinned_weighted) < len(weighted) / 2
+    assert weighted[4] not in kept, "the first transformer layer's projections must stay in reduced precision"
+    assert len(kept) < len(nodes) / 3
     assert precision_policy(model, "prompt_decoder", "fp32").keep_fp32 == ()
     # TensorRT layers match by name or by their output tensor.
     k = policy.keep_fp32[0]
