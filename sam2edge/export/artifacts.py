@@ -78,13 +78,16 @@ IMAGE_ENCODER = ArtifactSpec(
 PROMPT_DECODER = ArtifactSpec(
     name="prompt_decoder",
     doc=(
-        "Prompt encoder + mask decoder + object-pointer projection for N prompts on one image. "
+        "Prompt encoder + mask decoder + object-pointer projection for N prompts on one image, "
+        "sharing its embedding (image mode) or each with its own (video: the memory-conditioned "
+        "embedding of each tracked object, all objects of a frame in one call). "
         "All four mask tokens are returned; single/multi-mask selection, the stability fallback, "
         "the video no-object mask gating and upsampling stay on the host."
     ),
     inputs=(
-        _f("image_embed", (1, EMBED, GRID, GRID),
-           "image_encoder.image_embed of one image, or memory_attention.image_embed of one object."),
+        _f("image_embed", (NUM_OBJECTS, EMBED, GRID, GRID),
+           "num_objects must be 1 or num_prompts: image_encoder.image_embed of one image (shared by all "
+           "prompts), or memory_attention.image_embed with one row per prompt (one per tracked object)."),
         _f("high_res_feats_0", (1, 32, 256, 256), "image_encoder.high_res_feats_0 of the same image."),
         _f("high_res_feats_1", (1, 64, 128, 128), "image_encoder.high_res_feats_1 of the same image."),
         _f("point_coords", (NUM_PROMPTS, NUM_POINTS, 2),
@@ -108,7 +111,9 @@ PROMPT_DECODER = ArtifactSpec(
            "(present ? ptr : no_obj_ptr); the tracker keeps the row of the selected mask."),
     ),
     extra={"tolerance": {"masks": TOL_LOGIT, "iou_predictions": TOL_FEATURE, "object_score_logits": TOL_LOGIT,
-                         "mask_tokens": TOL_FEATURE, "obj_ptr": TOL_FEATURE}},
+                         "mask_tokens": TOL_FEATURE, "obj_ptr": TOL_FEATURE},
+           # Checked at run time (the graph itself would silently reuse rows for any other size).
+           "one_or_equal": (("num_objects", "num_prompts"),)},
 )
 
 MEMORY_ATTENTION = ArtifactSpec(

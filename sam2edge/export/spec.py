@@ -105,9 +105,13 @@ class ArtifactSpec:
     def dummy_inputs(self, which: Which = "opt", seed: int = 0, overrides: Mapping[str, int] | None = None) -> dict[str, np.ndarray]:
         """Random inputs of the profile shape ``which``; float32 N(0,1), ints in [0, 2)."""
         rng = np.random.default_rng(seed)
+        dims = {n: d.at(which) for n, d in self.dims().items()} | dict(overrides or {})
+        for a, b in self.extra.get("one_or_equal", ()):  # e.g. max: 64 prompts share one embedding
+            if a in dims and b in dims and a not in (overrides or {}) and dims[a] not in (1, dims[b]):
+                dims[a] = 1
         feeds = {}
         for t in self.inputs:
-            shape = t.shape_at(which, overrides)
+            shape = t.shape_at(which, dims)
             if t.dtype.startswith("float"):
                 feeds[t.name] = rng.standard_normal(shape).astype(t.dtype)
             else:
@@ -147,4 +151,7 @@ class ArtifactSpec:
                     bound[want.name] = got
                 elif want != got:
                     raise InputError(f"{self.name}: input {t.name!r} must have shape {t.shape_str()}, got {shape}")
+        for a, b in self.extra.get("one_or_equal", ()):
+            if a in bound and b in bound and bound[a] not in (1, bound[b]):
+                raise InputError(f"{self.name}: dim {a} must be 1 or equal to {b}={bound[b]}, got {bound[a]}")
         return bound

@@ -54,8 +54,11 @@ def _decoder_cases(feats: dict[str, np.ndarray], rng: np.random.Generator) -> li
         labels = rng.choice([-1, 0, 1, 2, 3], size=(n, p)).astype(np.int32)
         labels[:, 0] = 1  # at least one real click per prompt
         has_mask = (np.arange(n) % 2 == 0).astype(np.float32) if n > 1 else np.zeros(1, np.float32)
+        embed = feats["image_embed"][i:i + 1]
+        if n == 2:  # one embedding per prompt, as the tracker feeds its memory-conditioned objects
+            embed = np.concatenate([embed, embed + rng.standard_normal(embed.shape).astype(np.float32)])
         cases.append({
-            "image_embed": feats["image_embed"][i:i + 1],
+            "image_embed": embed,
             "high_res_feats_0": feats["high_res_feats_0"][i:i + 1],
             "high_res_feats_1": feats["high_res_feats_1"][i:i + 1],
             "point_coords": coords,

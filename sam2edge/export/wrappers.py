@@ -50,6 +50,12 @@ class PromptDecoderWrapper(nn.Module):
         mask_input: torch.Tensor,
         has_mask_input: torch.Tensor,
     ) -> tuple[torch.Tensor, ...]:
+        # One embedding for all prompts (B = 1) or one per prompt (B = N): row i % B for prompt i. An
+        # index (not a broadcast of two symbolic batch sizes) keeps B and N independent in the exported graph.
+        # B is counted as a tensor (the exporter cannot take remainder by a symbolic int).
+        num_embeds = torch.ones_like(image_embed[:, 0, 0, 0], dtype=torch.int64).sum()
+        rows = torch.arange(point_coords.shape[0], device=image_embed.device) % num_embeds
+        image_embed = image_embed.index_select(0, rows)
         out = self.model.decode_prompts(
             image_embed, high_res_feats_0, high_res_feats_1, point_coords, point_labels, mask_input, has_mask_input
         )

@@ -34,7 +34,7 @@ def test_profiles_follow_the_specs_and_limits():
     assert points.opt > 1  # the limit clamps opt and min below the new max
     assert dec["point_coords"] == ((1, 1, 2), (1, 1, 2), (16, 1, 2))
     assert dec["point_labels"] == ((1, 1), (1, 1), (16, 1))
-    assert dec["image_embed"] == ((1, 256, 64, 64),) * 3
+    assert dec["image_embed"] == ((1, 256, 64, 64), (1, 256, 64, 64), (8, 256, 64, 64))  # 1 shared, or 1 per object
     mem = trtb.profile_for(ARTIFACTS["memory_attention"], trtb.limits_from_options(max_memory_frames=9, max_batch=3))
     assert mem["memory"][2] == (3, 9, 64, 64, 64) and mem["memory_tpos"][2] == (9,)
     for spec in ARTIFACTS.values():  # every input has a profile, and min <= opt <= max everywhere

@@ -41,7 +41,11 @@ def test_dummy_inputs_pass_own_check(name):
     spec = ARTIFACTS[name]
     for which in ("min", "opt", "max"):
         bound = spec.check_inputs(spec.dummy_inputs(which))
-        assert bound == {n: d.at(which) for n, d in spec.dims().items() if n in bound}
+        want = {n: d.at(which) for n, d in spec.dims().items() if n in bound}
+        for a, b in spec.extra.get("one_or_equal", ()):  # e.g. 64 prompts at max share one embedding
+            if want[a] not in (1, want[b]):
+                want[a] = 1
+        assert bound == want
 
 
 def test_tolerance_is_absolute_unless_values_are_large():
@@ -64,6 +68,12 @@ def test_check_rejects_bad_feeds():
         with pytest.raises(InputError):
             PROMPT_DECODER.check_inputs(feeds)
         print("rejected:", what)
+    # The prompt decoder takes one embedding shared by all prompts or one per prompt, nothing else.
+    five = {**PROMPT_DECODER.dummy_inputs("opt", overrides={"num_prompts": 5}), "has_mask_input": np.zeros(5, np.float32)}
+    for embeds in (1, 5):
+        PROMPT_DECODER.check_inputs({**five, "image_embed": np.zeros((embeds, 256, 64, 64), np.float32)})
+    with pytest.raises(InputError, match="num_objects must be 1 or equal to num_prompts=5, got 3"):
+        PROMPT_DECODER.check_inputs({**five, "image_embed": np.zeros((3, 256, 64, 64), np.float32)})
     missing = dict(good)
     del missing["has_mask_input"]
     with pytest.raises(InputError, match="missing"):

@@ -139,3 +139,35 @@ def test_decoder_obj_ptr_matches_official_sam_heads(absent):
     assert d_ptr <= TOL and d_iou <= TOL
     if absent:
         assert max_abs(ptr[0, best], ours.no_obj_ptr[0].detach()) == 0.0
+
+
+def test_decoder_takes_one_embedding_per_prompt_like_the_official_object_batch():
+    """Video: every tracked object has its own memory-conditioned embedding. The official runs its heads
+    on a batch of objects; our prompt_decoder takes all of them in one call (image_embed [N,...], one row
+    per prompt), with the frame's high-res features shared (batch 1)."""
+    off, ours = _pair("sam2.1_hiera_tiny")
+    g = torch.Generator().manual_seed(5)
+    n = 3
+    embed = torch.randn(n, 256, 64, 64, generator=g)
+    hr0, hr1 = torch.randn(1, 32, 256, 256, generator=g), torch.randn(1, 64, 128, 128, generator=g)
+    coords = torch.rand(n, 2, 2, generator=g) * 1024
+    labels = torch.tensor([[1, 0], [1, 1], [2, 3]], dtype=torch.int32)
+    wrapper = build_wrapper("prompt_decoder", ours)
+    with torch.no_grad():
+        ref = off._forward_sam_heads(
+            embed, {"point_coords": coords, "point_labels": labels}, None,
+            [hr0.expand(n, -1, -1, -1), hr1.expand(n, -1, -1, -1)], multimask_output=True,
+        )
+        masks, iou, score, _, ptr = wrapper(embed, hr0, hr1, coords, labels, torch.zeros(n, 1, 256, 256), torch.zeros(n))
+        one_by_one = [wrapper(embed[i:i + 1], hr0, hr1, coords[i:i + 1], labels[i:i + 1], torch.zeros(1, 1, 256, 256),
+                              torch.zeros(1)) for i in range(n)]
+    ref_multi, ref_iou, ref_ptr, ref_score = ref[0], ref[2], ref[5], ref[6]
+    best = iou[:, 1:].argmax(-1) + 1
+    rows = torch.arange(n)
+    gated = torch.where(score[:, :, None, None] > 0, masks[:, 1:], -1024.0)  # the official gates absent objects
+    diffs = {"masks": max_abs(ref_multi, gated), "iou": max_abs(ref_iou, iou[:, 1:]),
+             "obj_ptr": max_abs(ref_ptr, ptr[rows, best]), "score": max_abs(ref_score, score)}
+    print("decoder, 3 objects in one call vs official object batch:", {k: f"{v:.2e}" for k, v in diffs.items()})
+    assert diffs["masks"] <= 1e-3 and max(diffs["iou"], diffs["obj_ptr"]) <= TOL and diffs["score"] <= 1e-3
+    for i, single in enumerate(one_by_one):  # batching does not mix objects
+        assert max_abs(single[0][0], masks[i]) <= 1e-4 and max_abs(single[4][0], ptr[i]) <= TOL

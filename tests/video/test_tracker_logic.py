@@ -51,8 +51,7 @@ def test_api_shapes_and_unpacking(clip):
 
 def test_objects_batched_per_frame(clip):
     """4 objects prompted on one frame: per tracked frame one encoder call, one memory-attention
-    call with batch 4, one memory-encoder call with batch 4; the decoder batches them when its
-    spec takes one embedding per prompt."""
+    call with batch 4, one memory-encoder call with batch 4, one decoder call with 4 embeddings."""
     model = FakeModel()
     tracker = track(model, clip.frames, **OPTS)
     for obj in range(4):
@@ -68,8 +67,10 @@ def test_objects_batched_per_frame(clip):
     enc = list(model.runners["memory_encoder"].calls)[-tracked_frames:]
     assert all(c["mask_logits"][0] == 4 for c in enc)
     dec_calls = _calls(model, "prompt_decoder") - before["prompt_decoder"]
-    expected = tracked_frames if tracker.engine.decoder_batches_images else 4 * tracked_frames
-    assert dec_calls == expected
+    assert tracker.engine.decoder_batches_images, "the prompt_decoder spec takes one embedding per prompt"
+    assert dec_calls == tracked_frames
+    dec = list(model.runners["prompt_decoder"].calls)[-tracked_frames:]
+    assert all(c["image_embed"][0] == 4 and c["point_coords"][0] == 4 for c in dec)
 
 
 def test_groups_follow_memory_layout(clip):

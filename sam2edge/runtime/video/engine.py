@@ -49,8 +49,8 @@ class VideoEngine:
         if missing:
             raise BackendUnavailableError(
                 f"video tracking needs the runners {list(ARTIFACTS)}; this model has no {missing}. "
-                "Load it from a checkpoint with all four artifacts, or export/build the memory networks "
-                "(sam2edge export ... writes all four)"
+                "Load it with AutoModel.from_pretrained(..., video=True) (an export folder or engine set with all "
+                "four artifacts; sam2edge export writes all four), or from a PyTorch checkpoint"
             )
         self.runners = dict(runners)
         self.config = config
@@ -60,6 +60,7 @@ class VideoEngine:
         self.max_obj_ptrs = _dim_max(runners["memory_attention"], "num_obj_ptrs", 32)
         embed_dim0 = runners["prompt_decoder"].spec.inputs[0].shape[0]
         self.decoder_batches_images = isinstance(embed_dim0, Dim)
+        self.max_decoder_embeds = embed_dim0.max if isinstance(embed_dim0, Dim) else 1
         self.calls: dict[str, int] = dict.fromkeys(ARTIFACTS, 0)
 
     @property
@@ -131,7 +132,7 @@ class VideoEngine:
         if mask_input is None:
             mask_input = np.zeros((b, 1, LOW_RES, LOW_RES), np.float32)
         per_row = embeds.shape[0] > 1 and not self.decoder_batches_images
-        step = 1 if per_row else self.max_prompts
+        step = 1 if per_row else min(self.max_prompts, self.max_decoder_embeds) if embeds.shape[0] > 1 else self.max_prompts
         parts = []
         for c0 in range(0, b, step):
             sl = slice(c0, c0 + step)
