@@ -46,7 +46,7 @@ def run_track(args: argparse.Namespace) -> int:
     from sam2edge.runtime.predictor import SAM2
 
     _check_prompts(args)
-    model = SAM2.from_pretrained(args.model, backend=args.backend, device=args.device)
+    model = SAM2.from_pretrained(args.model, backend=args.backend, device=args.device, video=True)
     return track_with(model, args)
 
 
