@@ -254,11 +254,21 @@ def memory_child(backend: str, args: argparse.Namespace) -> dict[str, Any]:
     img = test_image()
     pt = np.array([[1100.0, 420.0]])
     base = rss()
-    if backend == "official_torch":
+    if backend == "official_torch":  # the official loading path: build_sam2(config, checkpoint file)
         import torch
 
         torch.set_num_threads(args.threads)
-        model = build_official(args.variant, args.seed)
+        from tests.torchvision_shim import install
+
+        install()
+        from sam2.build_sam import build_sam2
+        from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+        from tests.oracle import official_config_file
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = SAM2ImagePredictor(build_sam2(official_config_file(args.variant), args.checkpoint, device="cpu"))
         loaded = rss()
         model.set_image(img)
         model.predict(point_coords=pt, point_labels=np.array([1]), multimask_output=True)
@@ -267,16 +277,11 @@ def memory_child(backend: str, args: argparse.Namespace) -> dict[str, Any]:
         from sam2edge.runtime.predictor import SAM2
 
         cfg = get_config(args.variant)
-        if backend == "ours_torch":
+        if backend == "ours_torch":  # our loading path: from_pretrained(checkpoint file)
             import torch
 
-            from sam2edge.model import build_model
-            from sam2edge.runtime.torch_runner import make_torch_runners
-
             torch.set_num_threads(args.threads)
-            net = build_model(cfg)
-            net.load_state_dict(build_official(args.variant, args.seed).model.state_dict())
-            model = SAM2(make_torch_runners(net.eval(), artifacts=("image_encoder", "prompt_decoder")), cfg)
+            model = SAM2.from_pretrained(args.checkpoint, backend="torch", device="cpu")
         else:
             from sam2edge.runtime.onnxruntime_runner import make_onnxruntime_runners
 
@@ -296,10 +301,17 @@ def memory_child(backend: str, args: argparse.Namespace) -> dict[str, Any]:
 def memory_profile(args: argparse.Namespace, onnx_dir: Path) -> dict[str, Any]:
     import subprocess
 
+    import torch
+
+    from tests.oracle import official_model
+
+    # Both PyTorch children load this checkpoint file (official format, random weights) the way users do.
+    ckpt = Path(tempfile.mkdtemp(prefix="sam2edge-bench-")) / f"{args.variant}.pt"
+    torch.save({"model": official_model(args.variant, args.seed).state_dict()}, ckpt)
     out = {}
     for backend in ("official_torch", "ours_torch", "ours_onnxruntime"):
         cmd = [sys.executable, __file__, "--memory-child", backend, "--variant", args.variant, "--threads",
-               str(args.threads), "--seed", str(args.seed), "--onnx-dir", str(onnx_dir)]
+               str(args.threads), "--seed", str(args.seed), "--onnx-dir", str(onnx_dir), "--checkpoint", str(ckpt)]
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
         if res.returncode != 0:
             raise RuntimeError(f"memory child {backend} failed:\n{res.stderr[-3000:]}")
@@ -327,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sweep", action="store_true", help="also time ONNX Runtime session variants")
     p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/export_cpu-<variant>.json)")
     p.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--checkpoint", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     warnings.simplefilter("ignore")
     if args.memory_child:

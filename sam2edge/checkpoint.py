@@ -211,8 +211,12 @@ def _read(path: Path) -> Any:
         raise CheckpointError(f"checkpoint {path} is a directory; expected a .pt file")
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint {path} is an empty file (0 bytes); expected a .pt file (re-download it)")
+    # Memory-mapped: tensors are read from the page cache as they are copied into the model, so loading
+    # never holds a second full copy of the weights (large: 900 MB) in anonymous memory. The legacy
+    # (pre-zip) serialisation cannot be mapped and is read whole.
+    mmap = zipfile.is_zipfile(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as e:  # torch raises many types here (UnpicklingError, RuntimeError, EOFError...)
         what = _sniff(path, unsafe="Unsupported global" in str(e))
         raise CheckpointError(
