@@ -60,8 +60,7 @@ class PromptDecoderWrapper(nn.Module):
             image_embed, high_res_feats_0, high_res_feats_1, point_coords, point_labels, mask_input, has_mask_input
         )
         # Hard presence gating of every token's pointer (the tracker keeps the selected row).
-        present = (out.object_score_logits > 0).to(out.obj_ptr.dtype).unsqueeze(-1)  # [N,1,1]
-        obj_ptr = present * out.obj_ptr + (1.0 - present) * self.model.no_obj_ptr
+        obj_ptr = self.model.gate_obj_ptr(out.obj_ptr, out.object_score_logits.unsqueeze(-1))  # [N,4,256]
         return out.masks, out.iou, out.object_score_logits, out.tokens, obj_ptr
 
 

@@ -103,8 +103,9 @@ class SAM2Model(nn.Module):
 
     # -- memory-path helpers (stateless) ---------------------------------------------
     def gate_obj_ptr(self, obj_ptr: torch.Tensor, object_score_logits: torch.Tensor) -> torch.Tensor:
-        """obj_ptr [N,256] of the chosen token -> pointer with hard object-presence gating."""
-        present = (object_score_logits > 0).to(obj_ptr.dtype)  # [N,1]
+        """obj_ptr [N,256] of the chosen token (scores [N,1]), or [N,T,256] of every token (scores [N,1,1])
+        -> pointer with hard object-presence gating."""
+        present = (object_score_logits > 0).to(obj_ptr.dtype)
         return present * obj_ptr + (1 - present) * self.no_obj_ptr
 
     def obj_ptr_temporal_pos(self, rel_pos: torch.Tensor, max_abs_pos: int) -> torch.Tensor:

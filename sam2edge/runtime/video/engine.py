@@ -19,7 +19,6 @@ import numpy as np
 
 from sam2edge.config import ModelConfig
 from sam2edge.errors import BackendRuntimeError, BackendUnavailableError
-from sam2edge.export.spec import Dim
 from sam2edge.runtime.masks import select_masks
 from sam2edge.runtime.runner import Runner
 from sam2edge.runtime.video.bank import MemorySelection
@@ -58,10 +57,13 @@ class VideoEngine:
         self.max_prompts = _dim_max(runners["prompt_decoder"], "num_prompts", 64)
         self.max_memory_frames = _dim_max(runners["memory_attention"], "num_memory_frames", 16)
         self.max_obj_ptrs = _dim_max(runners["memory_attention"], "num_obj_ptrs", 32)
-        embed_dim0 = runners["prompt_decoder"].spec.inputs[0].shape[0]
-        self.decoder_batches_images = isinstance(embed_dim0, Dim)
-        self.max_decoder_embeds = embed_dim0.max if isinstance(embed_dim0, Dim) else 1
+        # Embeddings per decoder call: 1 where the spec takes one shared embedding only.
+        self.max_decoder_embeds = _dim_max(runners["prompt_decoder"], "num_objects", 1)
         self.calls: dict[str, int] = dict.fromkeys(ARTIFACTS, 0)
+
+    @property
+    def decoder_batches_images(self) -> bool:
+        return self.max_decoder_embeds > 1
 
     @property
     def backend(self) -> str:
@@ -131,8 +133,7 @@ class VideoEngine:
         has_mask = np.full((b,), 0.0 if mask_input is None else 1.0, np.float32)
         if mask_input is None:
             mask_input = np.zeros((b, 1, LOW_RES, LOW_RES), np.float32)
-        per_row = embeds.shape[0] > 1 and not self.decoder_batches_images
-        step = 1 if per_row else min(self.max_prompts, self.max_decoder_embeds) if embeds.shape[0] > 1 else self.max_prompts
+        step = self.max_prompts if embeds.shape[0] == 1 else min(self.max_prompts, self.max_decoder_embeds)
         parts = []
         for c0 in range(0, b, step):
             sl = slice(c0, c0 + step)
