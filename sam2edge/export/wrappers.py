@@ -15,6 +15,7 @@ from torch.nn import functional as F
 
 from sam2edge.export.artifacts import ARTIFACTS, IMAGE_SIZE
 from sam2edge.model.common import sine_position_encoding_1d
+from sam2edge.model.mask_decoder import is_tracing
 
 
 class ImageEncoderWrapper(nn.Module):
@@ -50,12 +51,14 @@ class PromptDecoderWrapper(nn.Module):
         mask_input: torch.Tensor,
         has_mask_input: torch.Tensor,
     ) -> tuple[torch.Tensor, ...]:
-        # One embedding for all prompts (B = 1) or one per prompt (B = N): row i % B for prompt i. An
-        # index (not a broadcast of two symbolic batch sizes) keeps B and N independent in the exported graph.
-        # B is counted as a tensor (the exporter cannot take remainder by a symbolic int).
-        num_embeds = torch.ones_like(image_embed[:, 0, 0, 0], dtype=torch.int64).sum()
-        rows = torch.arange(point_coords.shape[0], device=image_embed.device) % num_embeds
-        image_embed = image_embed.index_select(0, rows)
+        # One embedding for all prompts (B = 1) or one per prompt (B = N). Run eagerly, the decoder
+        # broadcasts B = 1 itself (and checks B is 1 or N). In the exported graph, row i % B for prompt i:
+        # an index, not a broadcast of two symbolic batch sizes, keeps B and N independent; B is counted
+        # as a tensor because the exporter cannot take a remainder by a symbolic int.
+        if is_tracing():
+            num_embeds = torch.ones_like(image_embed[:, 0, 0, 0], dtype=torch.int64).sum()
+            rows = torch.arange(point_coords.shape[0], device=image_embed.device) % num_embeds
+            image_embed = image_embed.index_select(0, rows)
         out = self.model.decode_prompts(
             image_embed, high_res_feats_0, high_res_feats_1, point_coords, point_labels, mask_input, has_mask_input
         )

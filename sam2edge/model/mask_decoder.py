@@ -114,9 +114,14 @@ class MaskDecoder(nn.Module):
         return act2(deconv2(x) + high_res_0)
 
 
+def is_tracing() -> bool:
+    """True while a graph is being traced or exported (legacy ONNX/jit tracing, dynamo, torch.export)."""
+    return torch.jit.is_tracing() or torch.compiler.is_compiling()
+
+
 def _check_batches(image_embed: torch.Tensor, sparse: torch.Tensor, *high_res: torch.Tensor) -> None:
     """Image-side batch must be 1 or N (skipped while tracing/exporting: shapes are symbolic there)."""
-    if torch.jit.is_tracing() or torch.compiler.is_compiling():
+    if is_tracing():
         return
     n = sparse.shape[0]
     for name, t in (("image_embed", image_embed), ("high_res_0", high_res[0]), ("high_res_1", high_res[1])):
