@@ -14,8 +14,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from sam2edge.export.artifacts import ARTIFACTS, IMAGE_SIZE
-from sam2edge.model.common import sine_position_encoding_1d
-from sam2edge.model.mask_decoder import is_tracing
+from sam2edge.model.common import is_tracing, sine_position_encoding_1d
 
 
 class ImageEncoderWrapper(nn.Module):

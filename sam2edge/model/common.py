@@ -14,6 +14,11 @@ from torch import nn
 from torch.nn import functional as F
 
 
+def is_tracing() -> bool:
+    """True while a graph is being traced or exported (legacy ONNX/jit tracing, dynamo, torch.export)."""
+    return torch.jit.is_tracing() or torch.compiler.is_compiling()
+
+
 class LayerNorm2d(nn.Module):
     """LayerNorm over the channel axis of an NCHW tensor."""
 

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from sam2edge.errors import InputError
-from sam2edge.model.common import MLP, LayerNorm2d
+from sam2edge.model.common import MLP, LayerNorm2d, is_tracing
 from sam2edge.model.transformer import TwoWayTransformer
 
 
@@ -112,11 +112,6 @@ class MaskDecoder(nn.Module):
         x = src.transpose(1, 2).unflatten(-1, hw)
         x = act1(norm1(deconv1(x) + high_res_1))
         return act2(deconv2(x) + high_res_0)
-
-
-def is_tracing() -> bool:
-    """True while a graph is being traced or exported (legacy ONNX/jit tracing, dynamo, torch.export)."""
-    return torch.jit.is_tracing() or torch.compiler.is_compiling()
 
 
 def _check_batches(image_embed: torch.Tensor, sparse: torch.Tensor, *high_res: torch.Tensor) -> None:

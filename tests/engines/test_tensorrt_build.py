@@ -61,7 +61,7 @@ def test_policy_on_the_real_prompt_decoder(exported_graphs):
     softmaxes = {n for n, node in nodes.items() if node.op_type == "Softmax"}
     assert layernorms and layernorms <= kept
     assert softmaxes and softmaxes <= kept
-    # The q.k^T MatMul feeding each Softmax (through scaling / masking ops) is kept too.
+    # The q.k^T MatMul feeding each Softmax (through scaling / masking / head-reshaping ops) is kept too.
     producers = {o: n for n in model.graph.node for o in n.output}
     pinned = {k.node for k in policy.keep_fp32 if k.rule == "softmax-input" and k.op_type == "MatMul"}
     for s in softmaxes:
@@ -72,7 +72,7 @@ def test_policy_on_the_real_prompt_decoder(exported_graphs):
                 if p is None or p.name in upstream:
                     continue
                 upstream.add(p.name)
-                if p.op_type in ("Mul", "Add", "Div", "Sub", "Where", "Cast"):
+                if p.op_type in ("Mul", "Add", "Div", "Sub", "Where", "Cast", "Reshape", "Transpose"):
                     frontier.append(p)
         assert any(nodes[u].op_type == "MatMul" and u in pinned for u in upstream), f"score MatMul of {s} not pinned"
     heads = {k.node for k in policy.keep_fp32 if k.rule == "decoder-head"}

@@ -22,6 +22,10 @@ from sam2edge.model.mask_decoder import MaskDecoder, select_masks, stability_sco
 from sam2edge.model.prompt_encoder import PromptEncoder  # noqa: E402
 
 TOL = 1e-4
+# Outputs far above 1 (mask logits of the 30x-scaled stride-4 features reach ~300) are bounded
+# relative to their magnitude, as export verification does: the decoder folds its cross-attention
+# projections (model/transformer.py), which reorders float sums (~1e-6 relative, not bit-exact).
+TOL_RELATIVE = 3e-6
 
 
 def _variant_params() -> list:
@@ -126,8 +130,8 @@ class Worst:
         print(f"\n[{title}] worst abs diff per output (max |official| in brackets)")
         for key, diff in self.diffs.items():
             print(f"  {key:28s} {diff:.3e}  [{self.scale[key]:.3g}]")
-        bad = {k: d for k, d in self.diffs.items() if not d <= TOL}
-        assert not bad, f"over tolerance {TOL}: {bad}"
+        bad = {k: d for k, d in self.diffs.items() if not d <= max(TOL, TOL_RELATIVE * self.scale[k])}
+        assert not bad, f"over tolerance max({TOL}, {TOL_RELATIVE} x max|official|): {bad}"
 
 
 @requires_oracle
