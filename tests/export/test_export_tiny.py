@@ -123,6 +123,33 @@ def test_missing_gpu_provider_is_reported_not_silent(tiny_export, caplog):
         strict.activate()
 
 
+def test_cpu_runner_keeps_add_and_layernorm_unfused(tiny_export, tmp_path):
+    """The CPU session skips ONNX Runtime's SkipLayerNormalization fusion (slower on this CPU, see
+    CPU_DISABLED_OPTIMIZERS): checked on the optimised graph the runner's session really built,
+    against a default session that does fuse, so a renamed optimizer cannot pass silently."""
+    path = tiny_export.onnx_dir / "prompt_decoder.onnx"
+
+    def fused_ops(optimized) -> int:
+        return sum(n.op_type == "SkipLayerNormalization" for n in onnx.load(str(optimized)).graph.node)
+
+    default = tmp_path / "default.onnx"
+    so = ort.SessionOptions()
+    so.optimized_model_filepath = str(default)
+    ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    assert fused_ops(default) > 0, "ONNX Runtime no longer fuses Add+LayerNormalization here: revisit the list"
+
+    class Saving(OnnxRuntimeRunner):
+        def session_options(self):
+            so = super().session_options()
+            so.optimized_model_filepath = str(tmp_path / "runner.onnx")
+            return so
+
+    runner = Saving(ARTIFACTS["prompt_decoder"], path, threads=2)
+    runner.activate()
+    assert runner.active_providers[0] == "CPUExecutionProvider"
+    assert fused_ops(tmp_path / "runner.onnx") == 0
+
+
 def test_corrupted_graph_fails_verification(tiny_export, tmp_path):
     from onnx import numpy_helper
 
