@@ -51,7 +51,7 @@ def upsample_logits(low_res: np.ndarray, orig_hw: tuple[int, int]) -> np.ndarray
     out = np.empty((n, c, height, width), dtype=np.float32)
     for i in range(n):
         for j in range(c):
-            out[i, j] = resize_linear(np.ascontiguousarray(arr[i, j]), height, width)
+            resize_linear(np.ascontiguousarray(arr[i, j]), height, width, out=out[i, j])
     return out
 
 

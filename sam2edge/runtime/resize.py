@@ -28,22 +28,32 @@ _BLOCK_ROWS = 8  # output rows per matrix product in the antialiased downscale
 _GEMM_WORK = 1 << 17  # multiply-adds per product, below OpenBLAS's multi-threading threshold
 
 
-def resize_linear(src: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
-    """Bilinear resize of a float32 [H,W] or [H,W,C] image like torch (align_corners=False)."""
+def resize_linear(src: np.ndarray, out_h: int, out_w: int, out: np.ndarray | None = None) -> np.ndarray:
+    """Bilinear resize of a float32 [H,W] or [H,W,C] image like torch (align_corners=False).
+
+    ``out``: an optional C-contiguous float32 destination of the output's shape, written in
+    place (saves allocating and copying a full-resolution plane per mask).
+    """
     in_h, in_w = src.shape[:2]
     if (in_h, in_w) == (out_h, out_w):
-        return src.copy()
+        if out is None:
+            return src.copy()
+        out[...] = src
+        return out
     scale_y = float(np.float32(in_h) / np.float32(out_h))
     scale_x = float(np.float32(in_w) / np.float32(out_w))
     use_ipp = cv2.ipp.useIPP()
     cv2.ipp.setUseIPP(False)
     try:
-        out = cv2.resize(src, None, fx=1.0 / scale_x, fy=1.0 / scale_y, interpolation=cv2.INTER_LINEAR)
-        if out.shape[:2] != (out_h, out_w):  # cannot happen below ~1e7 pixels; stay correct anyway
-            out = cv2.resize(src, (out_w, out_h), interpolation=cv2.INTER_LINEAR)
+        res = cv2.resize(src, None, dst=out, fx=1.0 / scale_x, fy=1.0 / scale_y, interpolation=cv2.INTER_LINEAR)
+        if res.shape[:2] != (out_h, out_w):  # cannot happen below ~1e7 pixels; stay correct anyway
+            res = cv2.resize(src, (out_w, out_h), dst=out, interpolation=cv2.INTER_LINEAR)
     finally:
         cv2.ipp.setUseIPP(use_ipp)
-    return out
+    if out is not None and not np.shares_memory(res, out):  # OpenCV chose its own buffer
+        out[...] = res
+        return out
+    return res
 
 
 def resize_antialias(src: np.ndarray, out_h: int, out_w: int) -> np.ndarray:

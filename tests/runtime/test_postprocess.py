@@ -56,6 +56,20 @@ def test_upsample_matches_torch_bilinear():
         assert diff.max() <= 2e-5, hw  # logits of magnitude up to ~40: float rounding only
 
 
+def test_resize_linear_writes_into_the_given_buffer():
+    """``out=`` (used by upsample_logits) fills the caller's buffer with exactly the allocated result."""
+    src = (RNG.standard_normal((256, 256)) * 8).astype(np.float32)
+    for hw in ((1080, 1920), (256, 256), (7, 3)):
+        buf = np.full(hw, np.nan, np.float32)
+        got = resize_linear(src, *hw, out=buf)
+        assert got is buf
+        np.testing.assert_array_equal(buf, resize_linear(src, *hw))
+    rgb = (RNG.random((40, 30, 3)) * 255).astype(np.float32)
+    buf = np.zeros((90, 70, 3), np.float32)
+    assert resize_linear(rgb, 90, 70, out=buf) is buf
+    np.testing.assert_array_equal(buf, resize_linear(rgb, 90, 70))
+
+
 def test_upsample_rejects_bad_input():
     with pytest.raises(InputError, match="low_res"):
         upsample_logits(np.zeros((256, 256), np.float32), (10, 10))
