@@ -123,6 +123,25 @@ def test_missing_gpu_provider_is_reported_not_silent(tiny_export, caplog):
         strict.activate()
 
 
+def test_encoder_graph_never_holds_a_full_global_attention_matrix(tiny_export):
+    """Global attention is exported in query chunks (hiera.EXPORT_QUERY_CHUNK): every Softmax input
+    ([.., heads, queries, keys]) has at most a chunk of queries, so no [4, 4096, 4096] score matrix
+    (268 MB) exists, and the three global blocks of hiera_t are there as 4096 / chunk pieces each."""
+    from onnx import shape_inference
+
+    from sam2edge.model.hiera import EXPORT_QUERY_CHUNK
+
+    model = shape_inference.infer_shapes(onnx.load(str(tiny_export.onnx_dir / "image_encoder.onnx")))
+    softmax_inputs = {n.input[0] for n in model.graph.node if n.op_type == "Softmax"}
+    shapes = {vi.name: [d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim]
+              for vi in model.graph.value_info if vi.name in softmax_inputs}
+    assert len(shapes) == len(softmax_inputs) == 9 + 3 * 4096 // EXPORT_QUERY_CHUNK  # 9 windowed blocks
+    queries = sorted(s[-2] for s in shapes.values())
+    print("softmax query lengths:", queries)
+    assert all(q is not None and q <= EXPORT_QUERY_CHUNK for q in queries)
+    assert queries.count(EXPORT_QUERY_CHUNK) == 3 * 4096 // EXPORT_QUERY_CHUNK
+
+
 def test_cpu_runner_keeps_add_and_layernorm_unfused(tiny_export, tmp_path):
     """The CPU session skips ONNX Runtime's SkipLayerNormalization fusion (slower on this CPU, see
     CPU_DISABLED_OPTIMIZERS): checked on the optimised graph the runner's session really built,
