@@ -9,7 +9,12 @@
   > 2 becomes ``Reshape(Gemm(Reshape(X, [-1, K]), W, b), [..., N])``, so the bias is added
   inside the GEMM instead of by a separate pass over the output.
 
-Both keep the graph inside TensorRT's supported operator set (checked after export).
+* ``fold_constant_weights``: layout ops whose inputs are all constants (the dynamo exporter
+  leaves e.g. ``Split`` + ``Transpose`` of a qkv weight cut in three) are evaluated once and
+  stored as initializers, so the MatMuls see constant weights and the bias fusion applies.
+  Runs first; weights left unused are dropped.
+
+All keep the graph inside TensorRT's supported operator set (checked after export).
 Requires onnx.
 """
 
@@ -76,6 +81,38 @@ def canonicalize_gelu(model: Any) -> int:
     return count
 
 
+FOLDABLE_OPS = frozenset({"Split", "Transpose", "Reshape", "Squeeze", "Unsqueeze", "Slice", "Concat", "Gather", "Cast"})
+
+
+def fold_constant_weights(model: Any) -> int:
+    """Replace layout ops on constants by their results (initializers); returns how many were folded."""
+    from onnx import numpy_helper
+    from onnx.reference import ReferenceEvaluator
+
+    graph = model.graph
+    opsets = {o.domain or "": o.version for o in model.opset_import}
+    values = _const_values(graph)
+    nodes, folded = [], 0
+    for node in graph.node:  # topological order: a folded output can feed the next node
+        inputs = [i for i in node.input if i]
+        if node.op_type in FOLDABLE_OPS and (node.domain or "") == "" and inputs and all(i in values for i in inputs):
+            results = ReferenceEvaluator(node, opsets=opsets).run(None, {i: values[i] for i in inputs})
+            for name, value in zip(node.output, results):
+                values[name] = value
+                graph.initializer.append(numpy_helper.from_array(value, name))
+            folded += 1
+        else:
+            nodes.append(node)
+    if folded:
+        graph.ClearField("node")
+        graph.node.extend(nodes)
+        used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+        kept = [t for t in graph.initializer if t.name in used]
+        graph.ClearField("initializer")
+        graph.initializer.extend(kept)
+    return folded
+
+
 def fuse_matmul_bias(model: Any) -> int:
     """Turn ``Add(MatMul(X, W), b)`` (X rank > 2, W [K,N] and b [N] constant) into a Gemm."""
     from onnx import helper, numpy_helper
@@ -124,4 +161,6 @@ def fuse_matmul_bias(model: Any) -> int:
 
 def optimize_for_runtimes(model: Any) -> dict[str, int]:
     """Apply every rewrite in place; returns how many sites each one changed."""
-    return {"gelu_canonicalized": canonicalize_gelu(model), "matmul_bias_to_gemm": fuse_matmul_bias(model)}
+    folded = fold_constant_weights(model)
+    return {"constants_folded": folded, "gelu_canonicalized": canonicalize_gelu(model),
+            "matmul_bias_to_gemm": fuse_matmul_bias(model)}
