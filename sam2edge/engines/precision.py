@@ -3,8 +3,9 @@
 Under fp16 TensorRT may run any layer in half precision; three places in SAM2 are known to
 break there (users report NaN/garbage masks, and the reasons are numeric):
 
-* **LayerNorm** (``LayerNormalization`` nodes, and the decomposed ReduceMean-Sub-Pow-ReduceMean-
-  Add-Sqrt-Div chains of ``LayerNorm2d``): the variance of 256-1152-wide features overflows
+* **LayerNorm** (``LayerNormalization`` nodes, which is also how sam2edge exports ``LayerNorm2d``,
+  and the decomposed ReduceMean-Sub-Pow-ReduceMean-Add-Sqrt-Div chains other exporters and older
+  exports spell it as): the variance of 256-1152-wide features overflows
   fp16's 65504 range or loses all precision in the mean subtraction.
 * **Softmax inputs**: the attention logits q.k^T (the MatMul and the scaling/masking ops up to
   the Softmax) overflow for long memory sequences (memory attention has ~29k keys); the

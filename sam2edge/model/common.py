@@ -27,9 +27,17 @@ class LayerNorm2d(nn.Module):
         self.weight = nn.Parameter(torch.ones(num_channels))
         self.bias = nn.Parameter(torch.zeros(num_channels))
         self.eps = eps
+        self.num_channels = num_channels  # a Python int: legacy tracing turns x.shape[1] into a tensor
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Explicit mean/var keeps the ONNX graph to plain reductions (no layout permutes).
+        if is_tracing():
+            # Exported graphs: one LayerNormalization over channels-last. ONNX Runtime's CPU
+            # reductions over the channel axis of NCHW are slow: on the decoder's (64, 128, 128)
+            # map the explicit form took 4.7-6.1 ms, Transpose + LayerNormalization + Transpose
+            # 1.5-3.0 ms (measured, 2 threads). TensorRT has a native normalization layer.
+            y = F.layer_norm(x.permute(0, 2, 3, 1), (self.num_channels,), self.weight, self.bias, self.eps)
+            return y.permute(0, 3, 1, 2)
+        # Eager: the explicit mean/var is the official op order (bit-exact).
         mean = x.mean(1, keepdim=True)
         var = (x - mean).pow(2).mean(1, keepdim=True)
         x = (x - mean) / torch.sqrt(var + self.eps)

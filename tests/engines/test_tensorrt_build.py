@@ -100,17 +100,34 @@ def test_policy_on_the_real_prompt_decoder(exported_graphs):
     assert policy.matches(k.node) and policy.matches("renamed-layer", [k.outputs[0]]) and not policy.matches("x", ["y"])
 
 
-def test_policy_finds_decomposed_layernorm2d(exported_graphs):
-    """The memory encoder's LayerNorm2d is exported as ReduceMean-Sub-Pow-ReduceMean-Add-Sqrt-Div (+affine)."""
+def test_policy_pins_every_layernorm2d_of_the_memory_encoder(exported_graphs):
+    """Exported LayerNorm2d is Transpose + LayerNormalization + Transpose (model/common.py): all pinned."""
     model = onnx.load(str(exported_graphs / "memory_encoder.onnx"), load_external_data=False)
     policy = precision_policy(model, "memory_encoder", "fp16")
     print("memory_encoder policy:", policy.counts())
-    ln = [k for k in policy.keep_fp32 if k.rule == "layernorm"]
-    ops = {k.op_type for k in ln}
-    assert {"ReduceMean", "Sub", "Sqrt", "Div"} <= ops
-    n_chains = sum(1 for k in ln if k.op_type == "Sqrt")
-    assert n_chains == sum(1 for n in model.graph.node if n.op_type == "Sqrt")  # every LayerNorm2d found
+    norms = {n.name for n in model.graph.node if n.op_type == "LayerNormalization"}
+    assert len(norms) == 6  # 4 in the mask downsampler, 2 in the fuser's CXBlocks
+    assert norms <= {k.node for k in policy.keep_fp32 if k.rule == "layernorm"}
     assert not any(k.rule == "decoder-head" for k in policy.keep_fp32)
+
+
+def test_policy_finds_a_decomposed_layernorm2d():
+    """Graphs from other exporters (or older sam2edge exports) spell LayerNorm2d out as
+    ReduceMean-Sub-Pow-ReduceMean-Add-Sqrt-Div plus the affine Mul/Add: the whole chain is pinned."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    consts = {"axes": np.array([1], np.int64), "two": np.array(2.0, np.float32), "eps": np.array(1e-6, np.float32),
+              "w": np.ones((4, 1, 1), np.float32), "b": np.zeros((4, 1, 1), np.float32)}
+    chain = [("ReduceMean", ["x", "axes"], "m"), ("Sub", ["x", "m"], "d"), ("Pow", ["d", "two"], "d2"),
+             ("ReduceMean", ["d2", "axes"], "v"), ("Add", ["v", "eps"], "ve"), ("Sqrt", ["ve"], "sd"),
+             ("Div", ["d", "sd"], "n"), ("Mul", ["n", "w"], "nw"), ("Add", ["nw", "b"], "y")]
+    nodes = [helper.make_node(op, ins, [out], name=f"ln_{out}") for op, ins, out in chain]
+    nodes.append(helper.make_node("Relu", ["y"], ["out"], name="after"))
+    graph = helper.make_graph(nodes, "ln2d", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 4, 8, 8])],
+                              [numpy_helper.from_array(v, k) for k, v in consts.items()])
+    policy = precision_policy(helper.make_model(graph), "memory_encoder", "fp16")
+    assert {k.node for k in policy.keep_fp32 if k.rule == "layernorm"} == {f"ln_{out}" for _, _, out in chain}
 
 
 def test_trtexec_commands(exported_graphs, tmp_path):
