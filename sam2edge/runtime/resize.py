@@ -24,6 +24,8 @@ import functools
 import cv2
 import numpy as np
 
+from sam2edge.errors import InputError
+
 _BLOCK_ROWS = 8  # output rows per matrix product in the antialiased downscale
 _GEMM_WORK = 1 << 17  # multiply-adds per product, below OpenBLAS's multi-threading threshold
 
@@ -35,6 +37,8 @@ def resize_linear(src: np.ndarray, out_h: int, out_w: int, out: np.ndarray | Non
     place (saves allocating and copying a full-resolution plane per mask).
     """
     in_h, in_w = src.shape[:2]
+    if out is not None:
+        _check_out(out, (out_h, out_w, *src.shape[2:]))
     if (in_h, in_w) == (out_h, out_w):
         if out is None:
             return src.copy()
@@ -54,6 +58,15 @@ def resize_linear(src: np.ndarray, out_h: int, out_w: int, out: np.ndarray | Non
         out[...] = res
         return out
     return res
+
+
+def _check_out(out: object, shape: tuple[int, ...]) -> None:
+    """``out`` must be a writable C-contiguous float32 array of exactly ``shape``."""
+    if not isinstance(out, np.ndarray) or out.dtype != np.float32 or out.shape != shape:
+        got = f"{type(out).__name__} {getattr(out, 'dtype', '')} {getattr(out, 'shape', '')}".strip()
+        raise InputError(f"out must be a float32 array of shape {shape}, got {got}")
+    if not (out.flags.c_contiguous and out.flags.writeable):
+        raise InputError(f"out must be a writable C-contiguous array, got flags {out.flags}")
 
 
 def resize_antialias(src: np.ndarray, out_h: int, out_w: int) -> np.ndarray:

@@ -68,6 +68,13 @@ def test_resize_linear_writes_into_the_given_buffer():
     buf = np.zeros((90, 70, 3), np.float32)
     assert resize_linear(rgb, 90, 70, out=buf) is buf
     np.testing.assert_array_equal(buf, resize_linear(rgb, 90, 70))
+    for bad, what in ((np.zeros((90, 71, 3), np.float32), "shape"), (np.zeros((90, 70, 3), np.float64), "float32"),
+                      (np.zeros((70, 90, 3), np.float32).transpose(1, 0, 2), "C-contiguous"), ([0.0], "list")):
+        before = bad.copy() if isinstance(bad, np.ndarray) else list(bad)
+        with pytest.raises(InputError, match="out must be") as err:
+            resize_linear(rgb, 90, 70, out=bad)
+        assert what in str(err.value), err.value
+        np.testing.assert_array_equal(bad, before)  # untouched
 
 
 def test_upsample_rejects_bad_input():
