@@ -43,12 +43,37 @@ class FpnNeck(nn.Module):
         self.top_down_levels = frozenset(top_down_levels)
         self.convs = nn.ModuleList(_Lateral(c, d_model) for c in backbone_channel_list)
 
-    def forward(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
-        """xs: trunk levels highest resolution first, [B, C_i, H_i, W_i] -> same order, d_model channels."""
+    def lateral(self, level: int) -> nn.Conv2d:
+        """The 1x1 conv of a level (level 0 = highest resolution)."""
+        return self.convs[len(self.convs) - 1 - level].conv
+
+    def bare_levels(self) -> tuple[int, ...]:
+        """Leading levels whose output is their lateral conv alone and that no finer level reads.
+
+        A level is bare when neither it nor any finer level takes a top-down sum; its output can
+        then be composed with a following 1x1 conv into a single one (see ``SAM2.encode_image``).
+        """
+        bare = []
+        for level in range(len(self.convs)):
+            if level in self.top_down_levels:
+                break
+            bare.append(level)
+        return tuple(bare)
+
+    def forward(self, xs: list[torch.Tensor], skip: tuple[int, ...] = ()) -> list[torch.Tensor | None]:
+        """xs: trunk levels highest resolution first, [B, C_i, H_i, W_i] -> same order, d_model channels.
+
+        Levels in ``skip`` (a subset of ``bare_levels()``) are not computed and come back as None.
+        """
+        if not set(skip) <= set(self.bare_levels()):
+            raise ValueError(f"skip={skip} must be bare levels {self.bare_levels()}")
         n = len(self.convs) - 1
-        coarse_first: list[torch.Tensor] = []
+        coarse_first: list[torch.Tensor | None] = []
         prev: torch.Tensor | None = None
         for level in range(n, -1, -1):
+            if level in skip:
+                coarse_first.append(None)
+                continue
             lateral = self.convs[n - level](xs[level])
             if prev is not None and level in self.top_down_levels:
                 prev = lateral + F.interpolate(prev, scale_factor=2.0, mode="nearest")
