@@ -241,9 +241,10 @@ class SAM2:
             self.config.dynamic_multimask_stability_delta, self.config.dynamic_multimask_stability_thresh)
         if self.max_hole_area > 0 or self.max_sprinkle_area > 0:
             low_res = postprocess.fill_holes_and_sprinkles(low_res, self.max_hole_area, self.max_sprinkle_area, threshold)
-        masks = postprocess.upsample_logits(low_res, emb.image_size_hw)
-        if not return_logits:
-            masks = masks > threshold
+        if return_logits:
+            masks = postprocess.upsample_logits(low_res, emb.image_size_hw)
+        else:
+            masks = postprocess.upsample_masks(low_res, emb.image_size_hw, threshold)
         low_res = np.clip(low_res, -32.0, 32.0)
         best = low_res[np.arange(k), np.argmax(scores, axis=-1)][:, None]  # [K,1,256,256]
         if prm.single:

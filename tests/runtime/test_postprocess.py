@@ -13,6 +13,7 @@ from sam2edge.runtime.postprocess import (
     fill_holes_in_mask_scores,
     threshold,
     upsample_logits,
+    upsample_masks,
 )
 from sam2edge.runtime.resize import resize_linear
 
@@ -78,10 +79,23 @@ def test_resize_linear_writes_into_the_given_buffer():
 
 
 def test_upsample_rejects_bad_input():
-    with pytest.raises(InputError, match="low_res"):
-        upsample_logits(np.zeros((256, 256), np.float32), (10, 10))
-    with pytest.raises(InputError, match="orig_hw"):
-        upsample_logits(np.zeros((1, 1, 256, 256), np.float32), (0, 10))
+    for fn in (upsample_logits, upsample_masks):
+        with pytest.raises(InputError, match="low_res"):
+            fn(np.zeros((256, 256), np.float32), (10, 10))
+        with pytest.raises(InputError, match="orig_hw"):
+            fn(np.zeros((1, 1, 256, 256), np.float32), (0, 10))
+
+
+@pytest.mark.parametrize("thr", [0.0, -1.5, 2.0])
+def test_upsample_masks_equals_thresholded_logits(thr):
+    """The fused upsample + threshold gives exactly ``upsample_logits(...) > thr``, plane by plane."""
+    low = (RNG.standard_normal((2, 3, 256, 256)) * 6).astype(np.float32)
+    low[1, 2] = thr  # a plane sitting exactly on the threshold: all False
+    for hw in ((1080, 1920), (300, 451), (7, 3)):
+        got = upsample_masks(low, hw, thr)
+        assert got.dtype == bool and got.shape == (2, 3, *hw)
+        np.testing.assert_array_equal(got, upsample_logits(low, hw) > thr)
+        assert 0 < got.sum() < got.size and not got[1, 2].any()
 
 
 def test_threshold_and_clamp():

@@ -307,7 +307,7 @@ class VideoTracker:
         for i, e in enumerate(entries):
             if e is not None and e.low_res is not None:
                 low[i], scores[i] = e.low_res, e.object_score
-        masks = postprocess.upsample_logits(low[:, None], hw)[:, 0] > self.options.mask_threshold
+        masks = postprocess.upsample_masks(low[:, None], hw, self.options.mask_threshold)[:, 0]
         return FrameResult(frame_idx, tuple(ids), masks, low, scores, hw)
 
     def _get(self, obj_id: int) -> ObjectMemory:
