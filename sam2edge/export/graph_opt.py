@@ -9,10 +9,11 @@
   > 2 becomes ``Reshape(Gemm(Reshape(X, [-1, K]), W, b), [..., N])``, so the bias is added
   inside the GEMM instead of by a separate pass over the output.
 
-* ``fold_constant_weights``: layout ops whose inputs are all constants (the dynamo exporter
-  leaves e.g. ``Split`` + ``Transpose`` of a qkv weight cut in three) are evaluated once and
-  stored as initializers, so the MatMuls see constant weights and the bias fusion applies.
-  Runs first; weights left unused are dropped.
+* ``fold_constant_weights``: layout and arithmetic ops whose inputs are all constants (the
+  dynamo exporter leaves e.g. ``Split`` + ``Transpose`` of a qkv weight cut in three, the
+  query weight times the softmax scale, or the product of two composed 1x1 conv weights) are
+  evaluated once and stored as initializers, so the MatMuls see constant weights and the bias
+  fusion applies. Runs first; weights left unused are dropped.
 
 All keep the graph inside TensorRT's supported operator set (checked after export).
 Requires onnx.
@@ -81,11 +82,12 @@ def canonicalize_gelu(model: Any) -> int:
     return count
 
 
-FOLDABLE_OPS = frozenset({"Split", "Transpose", "Reshape", "Squeeze", "Unsqueeze", "Slice", "Concat", "Gather", "Cast"})
+FOLDABLE_OPS = frozenset({"Split", "Transpose", "Reshape", "Squeeze", "Unsqueeze", "Slice", "Concat", "Gather", "Cast",
+                          "Mul", "Div", "Add", "Sub", "MatMul"})
 
 
 def fold_constant_weights(model: Any) -> int:
-    """Replace layout ops on constants by their results (initializers); returns how many were folded."""
+    """Replace layout and arithmetic ops on constants by their results (initializers); returns how many were folded."""
     from onnx import numpy_helper
     from onnx.reference import ReferenceEvaluator
 
@@ -97,6 +99,9 @@ def fold_constant_weights(model: Any) -> int:
         inputs = [i for i in node.input if i]
         if node.op_type in FOLDABLE_OPS and (node.domain or "") == "" and inputs and all(i in values for i in inputs):
             results = ReferenceEvaluator(node, opsets=opsets).run(None, {i: values[i] for i in inputs})
+            if sum(np.size(r) for r in results) > sum(np.size(values[i]) for i in inputs):
+                nodes.append(node)  # a broadcast that grows the data: cheaper to compute than to store
+                continue
             for name, value in zip(node.output, results):
                 values[name] = value
                 graph.initializer.append(numpy_helper.from_array(value, name))

@@ -72,3 +72,34 @@ def test_ops_on_graph_inputs_are_left_alone():
     model.graph.output.append(helper.make_tensor_value_info("xt", TensorProto.FLOAT, ["B", 8, "N"]))
     optimize_for_runtimes(model)
     assert [n.op_type for n in model.graph.node].count("Transpose") == 1
+
+
+def test_scaled_query_weight_is_folded_too():
+    """Hiera's export scales the query weight and bias by 1/sqrt(d): Mul on constants must fold as well,
+    or the MatMul keeps a computed weight and its bias stays a separate pass over the output."""
+    model, inits = _qkv_graph()
+    graph = model.graph
+    scale = np.float32(0.125)
+    graph.initializer.append(numpy_helper.from_array(np.array(scale), "scale"))
+    for node in graph.node:
+        if node.op_type == "MatMul" and node.input[1] == "wt0":
+            node.input[1] = "wt0s"
+        if node.op_type == "Add" and node.input[1] == "b0":
+            node.input[1] = "b0s"
+    extra = [helper.make_node("Mul", ["wt0", "scale"], ["wt0s"]), helper.make_node("Mul", ["b0", "scale"], ["b0s"])]
+    nodes = list(graph.node)
+    at = next(i for i, n in enumerate(nodes) if n.op_type == "MatMul")
+    graph.ClearField("node")
+    graph.node.extend(nodes[:at] + extra + nodes[at:])
+    onnx.checker.check_model(model)
+    x = np.random.default_rng(2).standard_normal((2, 5, 8)).astype(np.float32)
+    before = _run(model, x)
+    counts = optimize_for_runtimes(model)
+    ops = [n.op_type for n in model.graph.node]
+    assert counts["constants_folded"] == 7 and counts["matmul_bias_to_gemm"] == 3, counts
+    assert ops.count("Gemm") == 3 and "Mul" not in ops, ops
+    after = _run(model, x)
+    ref = (x @ inits["W"][:4].T + inits["b"][:4]) * scale
+    np.testing.assert_allclose(before[0], ref, atol=1e-5)
+    for a, b in zip(before, after):
+        np.testing.assert_allclose(b, a, atol=1e-6, rtol=1e-6)
