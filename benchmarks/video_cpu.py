@@ -23,6 +23,7 @@ import argparse
 import json
 import platform
 import statistics
+import sys
 import tempfile
 import time
 import warnings
@@ -32,6 +33,7 @@ import numpy as np
 
 NAME = "sam2.1_hiera_tiny"
 HEIGHT, WIDTH = 96, 128
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, like the other benchmarks
 RESULTS = Path(__file__).parent / "results"
 
 
