@@ -101,13 +101,18 @@ def test_policy_on_the_real_prompt_decoder(exported_graphs):
 
 
 def test_policy_pins_every_layernorm2d_of_the_memory_encoder(exported_graphs):
-    """Exported LayerNorm2d is Transpose + LayerNormalization + Transpose (model/common.py): all pinned."""
+    """Exported LayerNorm2d is Transpose + LayerNormalization + Transpose above 16 channels and the explicit
+    ReduceMean-Sub-Pow-ReduceMean-Add-Sqrt-Div-Mul-Add chain at 4 and 16 channels (model/common.py): all pinned."""
     model = onnx.load(str(exported_graphs / "memory_encoder.onnx"), load_external_data=False)
     policy = precision_policy(model, "memory_encoder", "fp16")
     print("memory_encoder policy:", policy.counts())
     norms = {n.name for n in model.graph.node if n.op_type == "LayerNormalization"}
-    assert len(norms) == 6  # 4 in the mask downsampler, 2 in the fuser's CXBlocks
-    assert norms <= {k.node for k in policy.keep_fp32 if k.rule == "layernorm"}
+    reductions = {n.name for n in model.graph.node if n.op_type in ("ReduceMean", "Sqrt")}
+    # Mask downsampler: 4-, 16-channel maps explicit, 64- and 256-channel fused; 2 more in the fuser's CXBlocks.
+    assert len(norms) == 4 and len(reductions) == 6, (norms, reductions)
+    pinned = {k.node for k in policy.keep_fp32 if k.rule == "layernorm"}
+    assert norms | reductions <= pinned
+    assert len(pinned) == len(norms) + 2 * 9  # each explicit chain pinned whole, affine included
     assert not any(k.rule == "decoder-head" for k in policy.keep_fp32)
 
 
