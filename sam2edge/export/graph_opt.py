@@ -82,7 +82,7 @@ def canonicalize_gelu(model: Any) -> int:
     return count
 
 
-FOLDABLE_OPS = frozenset({"Split", "Transpose", "Reshape", "Squeeze", "Unsqueeze", "Slice", "Concat", "Gather", "Cast",
+FOLDABLE_OPS = frozenset({"Split", "Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Slice", "Concat", "Gather", "Cast",
                           "Mul", "Div", "Add", "Sub", "MatMul"})
 
 
