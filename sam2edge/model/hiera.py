@@ -125,7 +125,8 @@ class MultiScaleAttention(nn.Module):
             # The eager form below lowers to a 5-D Transpose + Split of the whole qkv tensor,
             # which cost ONNX Runtime 350 ms per 1024² image on hiera_t (12% of the encoder).
             # The softmax scale is folded into the query weights (constant-folded at export), so the
-            # attention below is MatMul(q, Transpose(k)) that ONNX Runtime fuses into one FusedMatMul.
+            # attention below is MatMul(q, Transpose(k)) with no scaling nodes: one Transpose of k per
+            # block (shared by the query chunks) that ONNX Runtime fuses where it has one consumer.
             # SDPA's decomposition instead scales q and the transposed k separately, which leaves a
             # standalone 3-D Transpose of every window's keys in the graph (about 60 ms per image on
             # hiera_t, 2 threads).

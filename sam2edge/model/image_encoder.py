@@ -65,7 +65,7 @@ class FpnNeck(nn.Module):
 
         Levels in ``skip`` (a subset of ``bare_levels()``) are not computed and come back as None.
         """
-        if not set(skip) <= set(self.bare_levels()):
+        if skip and not set(skip) <= set(self.bare_levels()):
             raise ValueError(f"skip={skip} must be bare levels {self.bare_levels()}")
         n = len(self.convs) - 1
         coarse_first: list[torch.Tensor | None] = []

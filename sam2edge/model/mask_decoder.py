@@ -116,7 +116,6 @@ class MaskDecoder(nn.Module):
         x = act1(norm1(deconv1(x) + high_res_1))
         return act2(deconv2(x) + high_res_0)
 
-
     def _upscale_first_traced(self, src: torch.Tensor, hw: torch.Size, high_res_1: torch.Tensor) -> torch.Tensor:
         """First upscaling stage for exported graphs, on the channels-last tokens: (N, HW, C) -> (N, C/4, 2H, 2W).
 

@@ -77,14 +77,16 @@ class SAM2Model(nn.Module):
     def encode_image(self, image: torch.Tensor) -> ImageFeatures:
         """image [B,3,S,S] normalised -> ImageFeatures (what set_image computes)."""
         if is_tracing():
-            return self._encode_image_folded(image)
-        f0, f1, f2 = self.image_encoder(image)
-        hr0, hr1 = self.sam_mask_decoder.project_high_res(f0, f1)
+            hr0, hr1, f2 = self._encode_image_folded(image)
+        else:
+            f0, f1, f2 = self.image_encoder(image)
+            hr0, hr1 = self.sam_mask_decoder.project_high_res(f0, f1)
         image_embed = f2 + self.no_mem_embed.view(1, -1, 1, 1)
         return ImageFeatures(image_embed, hr0, hr1, f2)
 
-    def _encode_image_folded(self, image: torch.Tensor) -> ImageFeatures:
-        """``encode_image`` for exported graphs: neck laterals composed with conv_s0 / conv_s1.
+    def _encode_image_folded(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """image -> (high_res_feats_0, high_res_feats_1, 64² neck level) for exported graphs, with the
+        neck laterals composed with conv_s0 / conv_s1.
 
         The two high-resolution neck levels are bare 1x1 convs (no top-down sum in any official
         config) read only by conv_s0 / conv_s1, so each pair is one 1x1 conv: 96->32 channels at
@@ -106,9 +108,7 @@ class SAM2Model(nn.Module):
             weight = (w_head @ lat.weight.flatten(1))[:, :, None, None]
             bias = w_head @ lat.bias + head.bias
             hr.append(F.conv2d(xs[level], weight, bias))
-        f2 = feats[2]
-        image_embed = f2 + self.no_mem_embed.view(1, -1, 1, 1)
-        return ImageFeatures(image_embed, hr[0], hr[1], f2)
+        return hr[0], hr[1], feats[2]
 
     def decode_prompts(
         self,
