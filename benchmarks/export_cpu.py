@@ -114,11 +114,11 @@ def setup(args: argparse.Namespace) -> dict[str, Any]:
     """Load all three backends (RSS added by each recorded) and export ONNX if needed."""
     import torch
 
+    from sam2edge.backends.onnxruntime_runner import make_onnxruntime_runners
+    from sam2edge.backends.torch_runner import make_torch_runners
     from sam2edge.config import get_config
     from sam2edge.model import build_model
-    from sam2edge.runtime.onnxruntime_runner import make_onnxruntime_runners
-    from sam2edge.runtime.predictor import SAM2
-    from sam2edge.runtime.torch_runner import make_torch_runners
+    from sam2edge.runtime.image.predictor import SAM2
 
     torch.set_num_threads(args.threads)
     cfg = get_config(args.variant)
@@ -274,7 +274,7 @@ def memory_child(backend: str, args: argparse.Namespace) -> dict[str, Any]:
         model.predict(point_coords=pt, point_labels=np.array([1]), multimask_output=True)
     else:
         from sam2edge.config import get_config
-        from sam2edge.runtime.predictor import SAM2
+        from sam2edge.runtime.image.predictor import SAM2
 
         cfg = get_config(args.variant)
         if backend == "ours_torch":  # our loading path: from_pretrained(checkpoint file)
@@ -283,7 +283,7 @@ def memory_child(backend: str, args: argparse.Namespace) -> dict[str, Any]:
             torch.set_num_threads(args.threads)
             model = SAM2.from_pretrained(args.checkpoint, backend="torch", device="cpu")
         else:
-            from sam2edge.runtime.onnxruntime_runner import make_onnxruntime_runners
+            from sam2edge.backends.onnxruntime_runner import make_onnxruntime_runners
 
             runners = make_onnxruntime_runners(args.onnx_dir, threads=args.threads,
                                                artifacts=["image_encoder", "prompt_decoder"])

@@ -61,11 +61,11 @@ def clicks(num_objects: int, t: int = 0) -> list[tuple[float, float]]:
 def build_models(threads: int):
     import torch
 
+    from sam2edge.backends.torch_runner import make_torch_runners
     from sam2edge.config import get_config
     from sam2edge.model import build_model
-    from sam2edge.runtime.predictor import SAM2
-    from sam2edge.runtime.torch_runner import make_torch_runners
-    from sam2edge.testing import randomize_parameters
+    from sam2edge.model.testing import randomize_parameters
+    from sam2edge.runtime.image.predictor import SAM2
 
     torch.set_num_threads(threads)
     from sam2.build_sam import build_sam2_video_predictor

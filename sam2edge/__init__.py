@@ -15,9 +15,9 @@ __version__ = "0.1.0"
 __all__ = ["AutoModel", "SAM2", "SAM2Prediction", "get_config", "resolve_name", "variant_names", "Sam2EdgeError"]
 
 _LAZY = {
-    "AutoModel": ("sam2edge.runtime.predictor", "SAM2"),
-    "SAM2": ("sam2edge.runtime.predictor", "SAM2"),
-    "SAM2Prediction": ("sam2edge.runtime.types", "SAM2Prediction"),
+    "AutoModel": ("sam2edge.runtime.image.predictor", "SAM2"),
+    "SAM2": ("sam2edge.runtime.image.predictor", "SAM2"),
+    "SAM2Prediction": ("sam2edge.runtime.image.types", "SAM2Prediction"),
 }
 
 

@@ -9,7 +9,7 @@ Example::
 
 from __future__ import annotations
 
-from sam2edge.runtime.cache import (
+from sam2edge.runtime.image.cache import (
     MaskPrompt,
     Sam2ImageEmbeddingsCacheNullObject,
     Sam2ImageEmbeddingsInMemoryCache,

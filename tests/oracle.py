@@ -47,7 +47,7 @@ def official_model(name: str, seed: int = 0):
     """
     from sam2.build_sam import build_sam2
 
-    from sam2edge.testing import randomize_parameters
+    from sam2edge.model.testing import randomize_parameters
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from sam2edge import checkpoint
 from sam2edge.config import REGISTRY, ModelConfig, get_config, variant_names
 from sam2edge.errors import CheckpointError
+from sam2edge.model import checkpoint
 from tests.oracle import have_oracle, official_config_file, requires_oracle
 
 torch = pytest.importorskip("torch")
@@ -187,7 +187,7 @@ def test_random_checkpoint_round_trip(tiny_ckpt, tmp_path):
     state, cfg = checkpoint.load_checkpoint(tiny_ckpt)
     assert cfg.name == TINY
     reference = checkpoint._build(cfg, "cpu")
-    from sam2edge.testing import randomize_parameters
+    from sam2edge.model.testing import randomize_parameters
 
     expected = randomize_parameters(reference, seed=1).state_dict()
     assert list(state) == list(expected)

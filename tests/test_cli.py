@@ -25,7 +25,7 @@ def _run(*args: str, env_extra: dict | None = None) -> subprocess.CompletedProce
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
-    from sam2edge.checkpoint import write_random_checkpoint
+    from sam2edge.model.checkpoint import write_random_checkpoint
 
     return write_random_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt", "sam2.1_hiera_tiny", seed=5)
 

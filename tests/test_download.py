@@ -275,7 +275,7 @@ def test_resolve_alias_downloads_then_uses_cache(server, tmp_path):
 
 def test_checkpoint_module_reexports():
     pytest.importorskip("torch")
-    from sam2edge import checkpoint
+    from sam2edge.model import checkpoint
 
     assert checkpoint.download_checkpoint is download.download_checkpoint
     assert checkpoint.resolve_checkpoint is download.resolve_checkpoint

@@ -18,8 +18,8 @@ cv2 = pytest.importorskip("cv2")
 
 @pytest.mark.slow
 def test_seed_document_script_runs(tmp_path):
-    from sam2edge.checkpoint import write_random_checkpoint
     from sam2edge.config import get_config
+    from sam2edge.model.checkpoint import write_random_checkpoint
 
     models = tmp_path / "models"
     # The seed's id "sam2/hiera_b_plus" means the SAM2.1 base+ checkpoint; a random-weight one stands in,

@@ -1,7 +1,7 @@
 """``sam2edge build``: one engine per artifact for *this* device, into the store, verified.
 
 Steps per artifact: check the ONNX file against its manifest, derive the precision policy
-and the optimisation profile, build (:func:`sam2edge.export.tensorrt.build_plan`) reusing the
+and the optimisation profile, build (:func:`sam2edge.engines.tensorrt.build_plan`) reusing the
 device's timing cache, write the plan atomically, read the context's device memory back.
 Then the manifest (fingerprint, hashes, profiles, memory, policy, the rebuild command), and
 the verification figures against ONNX Runtime fp32 on real images.
@@ -24,8 +24,8 @@ from sam2edge.engines.fingerprint import (
 )
 from sam2edge.engines.store import ENGINE_FORMAT, EngineSet, EngineStore, OnnxSet, rebuild_command
 from sam2edge.errors import EngineBuildError, EngineMismatchError
-from sam2edge.export import tensorrt as trtb
-from sam2edge.export.manifest import MANIFEST_NAME, package_versions, sha256_file, write_manifest
+from sam2edge.engines import tensorrt as trtb
+from sam2edge.contract.manifest import MANIFEST_NAME, package_versions, sha256_file, write_manifest
 
 
 def timing_cache_seed(store: EngineStore, fingerprint: EngineFingerprint) -> tuple[bytes, Path | None]:
@@ -52,8 +52,8 @@ def build_engines(onnx: OnnxSet, *, store: EngineStore, precision: str = "fp16",
                   build_args: Mapping[str, Any] | None = None,
                   described: tuple[DeviceDescription, Installed] | None = None) -> EngineSet:
     """Build, record and verify the engine set of ``onnx`` for GPU 0 of this machine."""
-    from sam2edge.export.artifacts import ARTIFACTS
-    from sam2edge.runtime.tensorrt_runner import TrtEngine, import_tensorrt
+    from sam2edge.contract.artifacts import ARTIFACTS
+    from sam2edge.backends.tensorrt_runner import TrtEngine, import_tensorrt
 
     trt = import_tensorrt()
     device, installed = described or (probe_device(), probe_installed(check_providers=False))
@@ -106,8 +106,8 @@ def verify_engine_set(store: EngineStore, engines: EngineSet, onnx: OnnxSet, nam
                       say: Any = print) -> dict[str, Any]:
     """TensorRT vs ONNX Runtime fp32 on real images; figures per artifact (see engines.verify)."""
     from sam2edge.engines.verify import sample_images, verify
-    from sam2edge.runtime.onnxruntime_runner import make_onnxruntime_runners
-    from sam2edge.runtime.tensorrt_runner import make_tensorrt_runners
+    from sam2edge.backends.onnxruntime_runner import make_onnxruntime_runners
+    from sam2edge.backends.tensorrt_runner import make_tensorrt_runners
 
     images, source = sample_images()
     reference = make_onnxruntime_runners(onnx.dir, providers=["CPUExecutionProvider"])

@@ -1,7 +1,7 @@
 """What this machine is: GPUs and their free memory, Jetson release, installed backends.
 
 Everything is probed into frozen dataclasses that serialise to JSON, so the selection logic
-(:mod:`sam2edge.engines.selection`) can be tested over *recorded* descriptions of machines
+(:mod:`sam2edge.runtime.selection`) can be tested over *recorded* descriptions of machines
 we do not have (a Jetson Orin Nano, a busy RTX box).
 
 GPU facts come from the CUDA driver API through ``ctypes`` (``libcuda``): there is no NVML on

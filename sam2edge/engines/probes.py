@@ -240,7 +240,7 @@ def _identity_model_bytes() -> bytes:
 def cudart_version(notes: list[str]) -> str | None:
     """CUDA runtime version through cuda-python (``cuda.bindings.runtime``, or ``cuda.cudart`` before 12.6)."""
     try:
-        from sam2edge.runtime.cuda_memory import import_cudart
+        from sam2edge.backends.cuda_memory import import_cudart
 
         cudart = import_cudart()
         err, ver = cudart.cudaRuntimeGetVersion()

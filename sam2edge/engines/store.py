@@ -1,6 +1,6 @@
 """The artifact and engine store on disk.
 
-Layout (shared with the ONNX export, see :mod:`sam2edge.export.manifest`)::
+Layout (shared with the ONNX export, see :mod:`sam2edge.contract.manifest`)::
 
     <root>/<variant>-<ckpt_sha256[:8]>/onnx/{manifest.json, <artifact>.onnx}
     <root>/<variant>-<ckpt_sha256[:8]>/tensorrt/<precision>/<device-slug>/
@@ -28,7 +28,7 @@ from typing import Any
 
 from sam2edge.engines.fingerprint import EngineFingerprint
 from sam2edge.errors import EngineMismatchError
-from sam2edge.export.manifest import MANIFEST_NAME, engines_root, read_manifest, sha256_file
+from sam2edge.contract.manifest import MANIFEST_NAME, engines_root, read_manifest, sha256_file
 
 PRECISIONS = ("fp32", "fp16", "bf16")
 ENGINE_FORMAT = "sam2edge-tensorrt-engines/1"

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from sam2edge.runtime.runner import Runner
+from sam2edge.backends.base import Runner
 
 SCORE_OUTPUTS = ("iou_predictions", "object_score_logits")
 
@@ -104,7 +104,7 @@ def verification_feeds(images: Sequence[np.ndarray], reference: Mapping[str, Run
                        artifacts: Sequence[str]) -> list[Job]:
     """(artifact, feeds, reference outputs or None) for every artifact, chained through the reference
     encoder (whose outputs are kept, so it runs once per image)."""
-    from sam2edge.runtime.preprocess import preprocess_numpy
+    from sam2edge.processing.preprocess import preprocess_numpy
 
     jobs: list[Job] = []
     for i, img in enumerate(images):

@@ -1,6 +1,6 @@
 """Export the four artifacts to ONNX, verify them in ONNX Runtime, write the manifest.
 
-For each artifact: trace its wrapper (``sam2edge.export.wrappers``) with the spec's
+For each artifact: trace its wrapper (``sam2edge.model.wrappers``) with the spec's
 names and dynamic dims, pin the static I/O dims to the spec, check the graph with the
 static TensorRT-compatibility check, then run it in ONNX Runtime (CPU) against the same
 wrapper in PyTorch on real photographs and random prompts. Any output beyond tolerance
@@ -26,9 +26,9 @@ from typing import Any
 
 import numpy as np
 
+from sam2edge.contract.artifacts import ARTIFACTS, tolerance
+from sam2edge.contract.spec import ArtifactSpec, Dim
 from sam2edge.errors import ExportError
-from sam2edge.export.artifacts import ARTIFACTS, tolerance
-from sam2edge.export.spec import ArtifactSpec, Dim
 from sam2edge.export.verify_data import verification_cases
 
 log = logging.getLogger(__name__)
@@ -170,8 +170,8 @@ def verify_artifact(
     largest |value| of the PyTorch output}, "cases": [bound dims per case]};
     raises ExportError naming every output beyond its tolerance.
     """
-    from sam2edge.runtime.onnxruntime_runner import OnnxRuntimeRunner
-    from sam2edge.runtime.torch_runner import TorchRunner
+    from sam2edge.backends.onnxruntime_runner import OnnxRuntimeRunner
+    from sam2edge.backends.torch_runner import TorchRunner
 
     ort_runner = OnnxRuntimeRunner(spec, path, threads=threads)
     torch_runner = TorchRunner(spec, wrapper)
@@ -201,9 +201,9 @@ def export_artifact(
     progress: Progress,
 ) -> dict[str, Any]:
     """Export, check and verify one artifact into ``out_dir/<name>.onnx``; its manifest entry."""
-    from sam2edge.export.manifest import sha256_file, spec_to_dict
+    from sam2edge.contract.manifest import sha256_file, spec_to_dict
     from sam2edge.export.trt_compat import assert_trt_compatible, check_graph
-    from sam2edge.export.wrappers import build_wrapper
+    from sam2edge.model.wrappers import build_wrapper
 
     spec = ARTIFACTS[name]
     wrapper = build_wrapper(name, model)
@@ -242,7 +242,7 @@ def export_model(
     temporary folder and moved in only after every artifact verified; an existing manifest
     for the same checkpoint keeps its other artifacts. Returns the manifest path.
     """
-    from sam2edge.export.manifest import read_manifest, write_manifest
+    from sam2edge.contract.manifest import read_manifest, write_manifest
 
     settings = settings or ExportSettings()
     progress = progress or log.info
@@ -275,7 +275,7 @@ def manifest_header(model: Any, checkpoint: dict[str, Any], settings: ExportSett
     """Everything in manifest.json except the per-artifact entries."""
     import datetime
 
-    from sam2edge.export.manifest import package_versions
+    from sam2edge.contract.manifest import package_versions
 
     cfg = model.cfg
     exporter = "torch.onnx (TorchScript, dynamo=False)" if settings.exporter == "legacy" else "torch.onnx (dynamo)"
@@ -318,7 +318,7 @@ def host_constants(model: Any) -> dict[str, Any]:
 
 
 def _previous_entries(out_dir: Path, sha: str | None, read: Callable) -> dict[str, Any]:
-    from sam2edge.export.manifest import MANIFEST_NAME
+    from sam2edge.contract.manifest import MANIFEST_NAME
 
     if not (out_dir / MANIFEST_NAME).is_file():
         return {}
@@ -345,10 +345,10 @@ def export_checkpoint(
     """
     import torch
 
-    from sam2edge.checkpoint import load_checkpoint
+    from sam2edge.contract.manifest import onnx_dir, sha256_file
     from sam2edge.download import resolve_checkpoint
-    from sam2edge.export.manifest import onnx_dir, sha256_file
     from sam2edge.model import build_model
+    from sam2edge.model.checkpoint import load_checkpoint
 
     progress = progress or log.info
     path = resolve_checkpoint(checkpoint)

@@ -34,7 +34,7 @@ from sam2edge.errors import ExportError
 if TYPE_CHECKING:  # pragma: no cover
     import onnx
 
-    from sam2edge.export.spec import ArtifactSpec
+    from sam2edge.contract.spec import ArtifactSpec
 
 MAX_OPSET = 20
 MIN_OPSET = 9
@@ -240,7 +240,7 @@ def _check_shape_tensors(graph: onnx.GraphProto, report: CompatReport) -> None:
 
 
 def _check_io(graph: onnx.GraphProto, spec: ArtifactSpec, report: CompatReport) -> None:
-    from sam2edge.export.spec import Dim
+    from sam2edge.contract.spec import Dim
 
     inits = {t.name for t in graph.initializer}
     for kind, actual, wanted in (

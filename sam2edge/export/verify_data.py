@@ -38,7 +38,7 @@ def _features(model: Any, images: Sequence[np.ndarray]) -> tuple[np.ndarray, dic
     """Preprocessed batch [B,3,1024,1024] and the PyTorch image features of every image."""
     import torch
 
-    from sam2edge.runtime.preprocess import preprocess_numpy
+    from sam2edge.processing.preprocess import preprocess_numpy
 
     batch = np.concatenate([preprocess_numpy(im) for im in images], axis=0)
     with torch.no_grad():

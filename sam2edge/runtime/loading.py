@@ -1,6 +1,6 @@
 """from_pretrained: turn a name, checkpoint path or engines folder into a ready predictor.
 
-Backend choice is delegated to :mod:`sam2edge.engines.backends` (ordered candidates,
+Backend choice is delegated to :mod:`sam2edge.runtime.fallback` (ordered candidates,
 free-memory admission, logged fallback, strict mode). This module only works out *what*
 the user pointed at and which exported set, if any, was made from exactly that checkpoint.
 """
@@ -47,9 +47,9 @@ def local_checkpoint(name_or_path: str) -> Path | None:
 
 def load_torch_model(name_or_path: str, device: str = "cpu"):
     """Checkpoint path or variant name -> (SAM2Model on device, ModelConfig, checkpoint path)."""
-    from sam2edge.checkpoint import load_checkpoint, resolve_checkpoint
     from sam2edge.config import resolve_name
     from sam2edge.model import build_model
+    from sam2edge.model.checkpoint import load_checkpoint, resolve_checkpoint
 
     local = local_checkpoint(name_or_path)
     path = local or resolve_checkpoint(name_or_path)
@@ -64,7 +64,7 @@ def load_torch_model(name_or_path: str, device: str = "cpu"):
 def load_predictor(cls: type, model_name_or_path: str, backend: str = "auto", device: str | None = None,
                    strict: bool = False, engines_dir: str | None = None, video: bool = False, **kwargs: Any):
     """See SAM2.from_pretrained."""
-    from sam2edge.engines.backends import open_backends
+    from sam2edge.runtime.fallback import open_backends
 
     if backend not in BACKENDS:
         raise InputError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -88,13 +88,13 @@ def _resolve_source(target: str, backend: str, strict: bool, engines_dir: str | 
 
     path = Path(target)
     if path.is_dir():  # an exported folder: ONNX Runtime / TensorRT only
-        from sam2edge.export.manifest import read_manifest
+        from sam2edge.contract.manifest import read_manifest
 
         onnx_dir = path / "onnx" if (path / "onnx").is_dir() else path
         return str(path), get_config(read_manifest(onnx_dir)["variant"]), None, backend, strict
     if path.is_file():  # a checkpoint: use an export only if it was made from this very file
-        from sam2edge.checkpoint import load_checkpoint
         from sam2edge.download import sha256_file
+        from sam2edge.model.checkpoint import load_checkpoint
 
         _, cfg = load_checkpoint(path)
         folder = EngineStore(engines_dir).root / f"{cfg.name}-{sha256_file(path)[:8]}"

@@ -19,7 +19,7 @@ def exported_graphs(tmp_path_factory) -> Path:
     pytest.importorskip("onnxruntime", reason="the export verifies with onnxruntime")
     from sam2edge.export.onnx_export import export_model
     from sam2edge.model import build_model
-    from sam2edge.testing import randomize_parameters
+    from sam2edge.model.testing import randomize_parameters
 
     torch.set_num_threads(2)
     out = tmp_path_factory.mktemp("store") / f"sam2.1_hiera_tiny-{EXPORT_SHA[:8]}" / "onnx"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from sam2edge.engines.fingerprint import DeviceDescription, EngineFingerprint, Installed
 from sam2edge.engines.store import ENGINE_FORMAT, rebuild_command
-from sam2edge.export.manifest import write_manifest
+from sam2edge.contract.manifest import write_manifest
 
 MiB = 2**20
 GiB = 2**30
@@ -79,7 +79,7 @@ def make_engine_set(onnx_dir: Path, fp: EngineFingerprint, precision: str = "fp1
                     batch_max: int = 8) -> Path:
     """An engine folder + manifest as ``sam2edge build`` writes it (plan bytes are placeholders:
     these tests exercise the checks that run before any deserialization)."""
-    from sam2edge.export.manifest import read_manifest, sha256_file
+    from sam2edge.contract.manifest import read_manifest, sha256_file
 
     onnx_manifest = read_manifest(onnx_dir)
     out = onnx_dir.parent / "tensorrt" / precision / fp.slug()

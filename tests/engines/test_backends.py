@@ -7,12 +7,12 @@ import logging
 import numpy as np
 import pytest
 
-from sam2edge.engines.backends import BackendSet, RunnerFactory, open_backends
+from sam2edge.runtime.fallback import BackendSet, RunnerFactory, open_backends
 from sam2edge.engines.fingerprint import probe_device, probe_installed
-from sam2edge.engines.selection import Request, Sources, decide
+from sam2edge.runtime.selection import Request, Sources, decide
 from sam2edge.engines.store import EngineStore
 from sam2edge.errors import BackendRuntimeError, BackendUnavailableError
-from sam2edge.runtime.runner import Runner
+from sam2edge.backends.base import Runner
 
 torch = pytest.importorskip("torch", reason="the PyTorch backend is the real runner these tests fall back to")
 ARTS = ("image_encoder", "prompt_decoder")
@@ -21,7 +21,7 @@ ARTS = ("image_encoder", "prompt_decoder")
 @pytest.fixture(scope="module")
 def tiny_model():
     from sam2edge.model import build_model
-    from sam2edge.testing import randomize_parameters
+    from sam2edge.model.testing import randomize_parameters
 
     torch.set_num_threads(2)
     model = build_model("sam2.1_hiera_tiny").eval()
@@ -30,7 +30,7 @@ def tiny_model():
 
 
 def decoder_feeds():
-    from sam2edge.export.artifacts import ARTIFACTS
+    from sam2edge.contract.artifacts import ARTIFACTS
 
     feeds = ARTIFACTS["prompt_decoder"].dummy_inputs("opt", seed=3)
     feeds["has_mask_input"][:] = 0.0
@@ -89,7 +89,7 @@ def two_candidates():
 
 
 def make_factory(tiny_model, failing):
-    from sam2edge.export.artifacts import ARTIFACTS
+    from sam2edge.contract.artifacts import ARTIFACTS
 
     real = RunnerFactory(EngineStore("/nonexistent"), None, ARTS, torch_loader=lambda dev: tiny_model)
 

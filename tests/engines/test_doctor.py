@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 
-from sam2edge.engines.cli import add_build_arguments, add_doctor_arguments, doctor_report, run_build, run_doctor
+from sam2edge.cli.build import add_build_arguments, add_doctor_arguments, doctor_report, run_build, run_doctor
 from sam2edge.engines.store import EngineStore
 from tests.engines.recorded import (
     JETSON_INSTALLED,

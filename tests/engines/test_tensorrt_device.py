@@ -25,7 +25,7 @@ has_cuda_python = importlib.util.find_spec("cuda") is not None and importlib.uti
 
 @pytest.mark.skipif(not has_cuda_python or HAS_GPU, reason="needs cuda-python installed on a machine without a GPU")
 def test_cuda_python_without_driver_is_unavailable():
-    from sam2edge.runtime.cuda_memory import CudaPythonMemory, default_memory
+    from sam2edge.backends.cuda_memory import CudaPythonMemory, default_memory
 
     with pytest.raises(BackendUnavailableError, match="cudaSetDevice"):
         CudaPythonMemory()
@@ -36,7 +36,7 @@ def test_cuda_python_without_driver_is_unavailable():
 def test_tensorrt_runner_without_tensorrt_is_unavailable():
     if importlib.util.find_spec("tensorrt") is not None:
         pytest.skip("TensorRT is installed here")
-    from sam2edge.runtime.tensorrt_runner import import_tensorrt
+    from sam2edge.backends.tensorrt_runner import import_tensorrt
 
     with pytest.raises(BackendUnavailableError, match="tensorrt"):
         import_tensorrt()
@@ -45,7 +45,7 @@ def test_tensorrt_runner_without_tensorrt_is_unavailable():
 @needs_gpu
 @pytest.mark.parametrize("prefer", ["cuda-python", "torch"])
 def test_device_memory_round_trip(prefer):
-    from sam2edge.runtime.cuda_memory import default_memory
+    from sam2edge.backends.cuda_memory import default_memory
 
     if prefer == "cuda-python" and not has_cuda_python:
         pytest.skip("cuda-python is not installed")
@@ -73,8 +73,8 @@ def test_build_load_and_verify_engines(tmp_path, exported_graphs, precision):
     from sam2edge.engines.build import build_engines
     from sam2edge.engines.store import EngineStore
     from sam2edge.engines.verify import compare_outputs
-    from sam2edge.export.artifacts import ARTIFACTS
-    from sam2edge.runtime.tensorrt_runner import make_tensorrt_runners
+    from sam2edge.contract.artifacts import ARTIFACTS
+    from sam2edge.backends.tensorrt_runner import make_tensorrt_runners
 
     onnx_dir = tmp_path / exported_graphs.parent.name / "onnx"
     shutil.copytree(exported_graphs, onnx_dir)

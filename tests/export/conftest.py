@@ -24,10 +24,10 @@ def export_random(tmp: Path, name: str, seed: int = 0, **kwargs: Any) -> Exporte
     pytest.importorskip("onnxruntime")
     import torch
 
-    from sam2edge.checkpoint import load_checkpoint, write_random_checkpoint
-    from sam2edge.export.manifest import read_manifest
+    from sam2edge.contract.manifest import read_manifest
     from sam2edge.export.onnx_export import ExportSettings, export_checkpoint
     from sam2edge.model import build_model
+    from sam2edge.model.checkpoint import load_checkpoint, write_random_checkpoint
 
     torch.set_num_threads(2)
     ckpt = write_random_checkpoint(tmp / f"{name}.pt", name, seed=seed)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from sam2edge.contract.artifacts import ARTIFACTS, MEMORY_ATTENTION, PROMPT_DECODER, get_artifact, tolerance
+from sam2edge.contract.spec import Dim
 from sam2edge.errors import InputError
-from sam2edge.export.artifacts import ARTIFACTS, MEMORY_ATTENTION, PROMPT_DECODER, get_artifact, tolerance
-from sam2edge.export.spec import Dim
 
 
 def test_four_artifacts_with_expected_names():

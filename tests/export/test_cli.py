@@ -6,8 +6,8 @@ import argparse
 
 import pytest
 
-from sam2edge.export.cli import add_export_arguments, main, run_export
-from sam2edge.export.manifest import read_manifest
+from sam2edge.cli.export import add_export_arguments, main, run_export
+from sam2edge.contract.manifest import read_manifest
 
 
 def test_arguments_defaults():
@@ -24,7 +24,7 @@ def test_missing_checkpoint_is_exit_code_1(capsys):
 def test_export_one_artifact_with_progress(tmp_path, capsys):
     pytest.importorskip("torch")
     pytest.importorskip("onnxruntime")
-    from sam2edge.checkpoint import write_random_checkpoint
+    from sam2edge.model.checkpoint import write_random_checkpoint
 
     ckpt = write_random_checkpoint(tmp_path / "t.pt", "sam2.1_hiera_tiny", seed=5)
     parser = add_export_arguments(argparse.ArgumentParser())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sam2edge.export.artifacts import ARTIFACTS, tolerance
+from sam2edge.contract.artifacts import ARTIFACTS, tolerance
 from sam2edge.export.trt_compat import check_graph
 from tests.export.conftest import export_random
 

@@ -9,17 +9,17 @@ import shutil
 import numpy as np
 import pytest
 
+from sam2edge.contract.artifacts import ARTIFACTS, tolerance
+from sam2edge.contract.manifest import MANIFEST_NAME, read_manifest, sha256_file, spec_to_dict, verify_files
 from sam2edge.errors import BackendUnavailableError, EngineMismatchError, ExportError, InputError
-from sam2edge.export.artifacts import ARTIFACTS, tolerance
-from sam2edge.export.manifest import MANIFEST_NAME, read_manifest, sha256_file, spec_to_dict, verify_files
 
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
+from sam2edge.backends.onnxruntime_runner import OnnxRuntimeRunner, make_onnxruntime_runners  # noqa: E402
+from sam2edge.backends.torch_runner import make_torch_runners  # noqa: E402
 from sam2edge.export.trt_compat import check_graph  # noqa: E402
-from sam2edge.runtime.onnxruntime_runner import OnnxRuntimeRunner, make_onnxruntime_runners  # noqa: E402
-from sam2edge.runtime.torch_runner import make_torch_runners  # noqa: E402
 
 # Runtime shapes that differ from the export-time verification cases.
 CHECK_SHAPES = {
@@ -174,7 +174,7 @@ def test_corrupted_graph_fails_verification(tiny_export, tmp_path):
 
     from sam2edge.export.onnx_export import verify_artifact
     from sam2edge.export.verify_data import verification_cases
-    from sam2edge.export.wrappers import build_wrapper
+    from sam2edge.model.wrappers import build_wrapper
 
     model = onnx.load(str(tiny_export.onnx_dir / "memory_encoder.onnx"))
     target = next(t for t in model.graph.initializer if "out_proj" in t.name and len(t.dims) == 4)

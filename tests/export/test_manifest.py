@@ -7,9 +7,8 @@ import json
 
 import pytest
 
-from sam2edge.errors import EngineMismatchError
-from sam2edge.export.artifacts import ARTIFACTS
-from sam2edge.export.manifest import (
+from sam2edge.contract.artifacts import ARTIFACTS
+from sam2edge.contract.manifest import (
     MANIFEST_NAME,
     engines_root,
     onnx_dir,
@@ -20,6 +19,7 @@ from sam2edge.export.manifest import (
     verify_files,
     write_manifest,
 )
+from sam2edge.errors import EngineMismatchError
 
 
 def test_write_read_roundtrip(tmp_path):

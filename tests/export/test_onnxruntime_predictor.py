@@ -13,9 +13,9 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 pytest.importorskip("skimage")
 
-from sam2edge.runtime.onnxruntime_runner import make_onnxruntime_runners  # noqa: E402
-from sam2edge.runtime.predictor import SAM2  # noqa: E402
-from sam2edge.runtime.torch_runner import make_torch_runners  # noqa: E402
+from sam2edge.backends.onnxruntime_runner import make_onnxruntime_runners  # noqa: E402
+from sam2edge.backends.torch_runner import make_torch_runners  # noqa: E402
+from sam2edge.runtime.image.predictor import SAM2  # noqa: E402
 from tests.oracle import test_images  # noqa: E402
 
 PARTS = ("image_encoder", "prompt_decoder")

@@ -8,8 +8,8 @@ import pytest
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
+from sam2edge.contract.spec import ArtifactSpec, Dim, TensorSpec  # noqa: E402
 from sam2edge.errors import ExportError  # noqa: E402
-from sam2edge.export.spec import ArtifactSpec, Dim, TensorSpec  # noqa: E402
 from sam2edge.export.trt_compat import assert_trt_compatible, check_graph  # noqa: E402
 
 N = Dim("n", 1, 2, 4)

@@ -15,8 +15,8 @@ from tests.oracle import max_abs, official_model, requires_oracle
 
 torch = pytest.importorskip("torch")
 
-from sam2edge.export.wrappers import build_wrapper  # noqa: E402
 from sam2edge.model import build_model  # noqa: E402
+from sam2edge.model.wrappers import build_wrapper  # noqa: E402
 
 pytestmark = [requires_oracle, pytest.mark.oracle]
 TOL = 1e-4

@@ -17,7 +17,7 @@ torch = pytest.importorskip("torch")
 
 from sam2edge.config import get_config  # noqa: E402
 from sam2edge.model import build_model, common, hiera, image_encoder, mask_decoder, sam2  # noqa: E402
-from sam2edge.testing import randomize_parameters  # noqa: E402
+from sam2edge.model.testing import randomize_parameters  # noqa: E402
 
 _TRACED_MODULES = (common, hiera, image_encoder, mask_decoder, sam2)
 

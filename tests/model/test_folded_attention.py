@@ -13,8 +13,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from sam2edge.model.testing import randomize_parameters  # noqa: E402
 from sam2edge.model.transformer import Attention  # noqa: E402
-from sam2edge.testing import randomize_parameters  # noqa: E402
 
 
 def _attention() -> Attention:

@@ -15,7 +15,7 @@ torch = pytest.importorskip("torch")
 
 from sam2edge.model.hiera import Hiera, max_pool_hw  # noqa: E402
 from sam2edge.model.image_encoder import ImageEncoder  # noqa: E402
-from sam2edge.testing import randomize_parameters  # noqa: E402
+from sam2edge.model.testing import randomize_parameters  # noqa: E402
 
 PREFIX = "image_encoder."
 TOL = 1e-4

@@ -20,7 +20,7 @@ ort = pytest.importorskip("onnxruntime", reason="onnxruntime not installed (pip 
 
 from sam2edge.model.memory_attention import MemoryAttention  # noqa: E402
 from sam2edge.model.memory_encoder import MemoryEncoder  # noqa: E402
-from sam2edge.testing import randomize_parameters  # noqa: E402
+from sam2edge.model.testing import randomize_parameters  # noqa: E402
 
 TOL = 1e-4
 CASES = [(1, 0), (2, 4), (7, 16)]  # (memory frames F, pointer tokens K)

@@ -16,7 +16,7 @@ from sam2edge.cache import (
     Sam2MaskCacheEntry,
 )
 from sam2edge.errors import InputError
-from sam2edge.runtime.cache import ByteBudgetLRU, nbytes_of
+from sam2edge.runtime.image.cache import ByteBudgetLRU, nbytes_of
 
 
 def arr(nbytes: int, value: float = 1.0) -> np.ndarray:

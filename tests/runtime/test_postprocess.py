@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from sam2edge.errors import InputError
-from sam2edge.runtime.postprocess import (
+from sam2edge.processing.postprocess import (
     clamp_logits,
     component_areas,
     fill_holes_and_sprinkles,
@@ -15,7 +15,7 @@ from sam2edge.runtime.postprocess import (
     upsample_logits,
     upsample_masks,
 )
-from sam2edge.runtime.resize import resize_linear
+from sam2edge.processing.resize import resize_linear
 
 RNG = np.random.default_rng(0)
 SIZES = [

@@ -22,7 +22,7 @@ NAME = "sam2.1_hiera_tiny"
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
-    from sam2edge.checkpoint import write_random_checkpoint
+    from sam2edge.model.checkpoint import write_random_checkpoint
 
     return write_random_checkpoint(tmp_path_factory.mktemp("ckpt") / f"{NAME}.pt", NAME, seed=11)
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from sam2edge.errors import InputError
-from sam2edge.runtime.preprocess import image_hash, preprocess_numpy, preprocess_torch, to_rgb_uint8, to_rgb_uint8_list
-from sam2edge.runtime.resize import antialias_weights
+from sam2edge.processing.preprocess import image_hash, preprocess_numpy, preprocess_torch, to_rgb_uint8, to_rgb_uint8_list
+from sam2edge.processing.resize import antialias_weights
 
 RNG = np.random.default_rng(0)
 BGR = RNG.integers(0, 256, (6, 9, 3), dtype=np.uint8)
@@ -20,7 +20,8 @@ BGR = RNG.integers(0, 256, (6, 9, 3), dtype=np.uint8)
 
 def test_importing_preprocess_needs_no_torch():
     code = (
-        "import sys, numpy as np, sam2edge.cache; from sam2edge.runtime import preprocess, postprocess, cache; "
+        "import sys, numpy as np, sam2edge.cache; from sam2edge.processing import preprocess, postprocess; "
+        "from sam2edge.runtime.image import cache; "
         "preprocess.preprocess_numpy(np.zeros((8, 8, 3), np.uint8)); assert 'torch' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -13,9 +13,9 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from sam2edge.backends.base import Runner
 from sam2edge.config import get_config
-from sam2edge.export.artifacts import ARTIFACTS
-from sam2edge.runtime.runner import Runner
+from sam2edge.contract.artifacts import ARTIFACTS
 
 
 class FakeRunner(Runner):

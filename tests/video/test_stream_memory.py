@@ -81,11 +81,11 @@ def test_long_stream_memory_is_flat(length):
 @pytest.mark.slow
 def test_real_runner_stream_bank_plateaus():
     torch = pytest.importorskip("torch")
+    from sam2edge.backends.torch_runner import make_torch_runners
     from sam2edge.config import get_config
     from sam2edge.model import build_model
-    from sam2edge.runtime.predictor import SAM2
-    from sam2edge.runtime.torch_runner import make_torch_runners
-    from sam2edge.testing import randomize_parameters
+    from sam2edge.model.testing import randomize_parameters
+    from sam2edge.runtime.image.predictor import SAM2
 
     torch.set_num_threads(2)
     net = randomize_parameters(build_model("sam2.1_hiera_tiny"), 0)

@@ -285,10 +285,10 @@ def test_torch_predictor_gets_its_memory_runners(clip):
     """A PyTorch predictor loaded with only the image artifacts still tracks: the memory runners
     are built from the model its decoder runner holds."""
     pytest.importorskip("torch")
+    from sam2edge.backends.torch_runner import make_torch_runners
     from sam2edge.config import get_config
     from sam2edge.model import build_model
-    from sam2edge.runtime.predictor import SAM2
-    from sam2edge.runtime.torch_runner import make_torch_runners
+    from sam2edge.runtime.image.predictor import SAM2
     from sam2edge.runtime.video import video_runners
 
     net = build_model("sam2.1_hiera_tiny")

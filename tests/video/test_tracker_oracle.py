@@ -80,9 +80,9 @@ def official(weights):
 
 
 def _torch_predictor(weights):
+    from sam2edge.backends.torch_runner import make_torch_runners
     from sam2edge.model import build_model
-    from sam2edge.runtime.predictor import SAM2
-    from sam2edge.runtime.torch_runner import make_torch_runners
+    from sam2edge.runtime.image.predictor import SAM2
 
     net = build_model(NAME)
     net.load_state_dict(weights, strict=True)
@@ -92,11 +92,11 @@ def _torch_predictor(weights):
 def _onnx_predictor(weights, folder: Path):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
-    from sam2edge.export.manifest import read_manifest
+    from sam2edge.backends.onnxruntime_runner import make_onnxruntime_runners
+    from sam2edge.contract.manifest import read_manifest
     from sam2edge.export.onnx_export import ExportSettings, export_model
     from sam2edge.model import build_model
-    from sam2edge.runtime.onnxruntime_runner import make_onnxruntime_runners
-    from sam2edge.runtime.predictor import SAM2
+    from sam2edge.runtime.image.predictor import SAM2
 
     net = build_model(NAME)
     net.load_state_dict(weights, strict=True)

@@ -18,7 +18,6 @@ from __future__ import annotations
 from typing import Any
 
 from sam2edge.runtime.video.bank import MemoryPolicy, MemorySelection, ObjectMemory
-from sam2edge.runtime.video.engine import VideoEngine
 from sam2edge.runtime.video.frames import (
     EndOfVideo,
     FolderSource,
@@ -31,6 +30,7 @@ from sam2edge.runtime.video.frames import (
     open_source,
 )
 from sam2edge.runtime.video.mask_prompt import host_constants_of
+from sam2edge.runtime.video.runners import VideoEngine
 from sam2edge.runtime.video.state import FrameResult, MemoryEntry, VideoOptions
 from sam2edge.runtime.video.stream import VideoStream
 from sam2edge.runtime.video.tracker import VideoTracker
@@ -72,7 +72,7 @@ def video_runners(model: Any) -> dict[str, Any]:
     decoder = runners.get("prompt_decoder")
     net = getattr(getattr(decoder, "module", None), "model", None)
     if missing and net is not None:
-        from sam2edge.runtime.torch_runner import make_torch_runners
+        from sam2edge.backends.torch_runner import make_torch_runners
 
         runners.update(make_torch_runners(net, str(getattr(decoder, "device", "cpu")), artifacts=tuple(missing)))
         model.runners.update({a: runners[a] for a in missing})  # build once per predictor

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from sam2edge.errors import InputError, VideoError
-from sam2edge.runtime import preprocess
+from sam2edge.processing import preprocess
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 _SEEK_BY_GRAB = 16  # forward gaps up to this many frames are skipped by decoding, not seeking

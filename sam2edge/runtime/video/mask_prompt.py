@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from sam2edge.errors import BackendUnavailableError, InputError
-from sam2edge.runtime import resize
+from sam2edge.processing import resize
 
 HOST_CONSTANTS = ("mask_downsample.weight", "mask_downsample.bias", "no_obj_ptr")
 MASK_LOGIT_SCALE, MASK_LOGIT_BIAS = 20.0, -10.0

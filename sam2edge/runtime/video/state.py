@@ -124,7 +124,7 @@ class FrameResult:
 
     def video_logits(self) -> np.ndarray:
         """[O,H,W] float32 logits at the video's resolution (bilinear, as the official)."""
-        from sam2edge.runtime.postprocess import upsample_logits
+        from sam2edge.processing.postprocess import upsample_logits
 
         if not self.obj_ids:
             return np.zeros((0, *self.video_hw), np.float32)

@@ -14,8 +14,8 @@ from typing import Any
 
 from sam2edge.config import ModelConfig
 from sam2edge.errors import InputError
-from sam2edge.runtime.video.engine import VideoEngine
 from sam2edge.runtime.video.frames import PushSource
+from sam2edge.runtime.video.runners import VideoEngine
 from sam2edge.runtime.video.state import FrameResult, VideoOptions
 from sam2edge.runtime.video.tracker import VideoTracker
 

@@ -23,11 +23,11 @@ import numpy as np
 
 from sam2edge.config import ModelConfig
 from sam2edge.errors import InputError, VideoError
-from sam2edge.runtime import postprocess
+from sam2edge.processing import postprocess
 from sam2edge.runtime.video import mask_prompt
 from sam2edge.runtime.video.bank import MemoryPolicy, ObjectMemory
-from sam2edge.runtime.video.engine import LOW_RES, VideoEngine, use_multimask
 from sam2edge.runtime.video.frames import EndOfVideo, FrameSource, make_preprocess
+from sam2edge.runtime.video.runners import LOW_RES, VideoEngine, use_multimask
 from sam2edge.runtime.video.state import (
     NO_OBJ_SCORE,
     FrameFeatures,

@@ -3,7 +3,7 @@
 * The engine bytes are read and verified against the store manifest (size + sha256) *before*
   ``IRuntime.deserialize_cuda_engine`` sees them (:meth:`EngineStore.load_engine_bytes`).
 * Device buffers are allocated once at activation, sized from the artifact spec bound to the
-  engine's optimisation-profile maxima, through :mod:`sam2edge.runtime.cuda_memory`.
+  engine's optimisation-profile maxima, through :mod:`sam2edge.backends.cuda_memory`.
 * ``infer`` (numpy in/out): ``set_input_shape`` + ``set_tensor_address`` per tensor, async
   uploads, ``execute_async_v3`` on the runner's own stream, async downloads, one synchronise.
 * ``infer_torch`` (PyTorch CUDA tensors in/out): zero copy; the tensors' own addresses are
@@ -24,10 +24,10 @@ from typing import Any
 
 import numpy as np
 
+from sam2edge.backends.base import Runner
+from sam2edge.backends.cuda_memory import DeviceBuffer, DeviceMemory, DeviceOutOfMemoryError, default_memory
+from sam2edge.contract.spec import ArtifactSpec
 from sam2edge.errors import BackendRuntimeError, BackendUnavailableError, EngineMismatchError
-from sam2edge.export.spec import ArtifactSpec
-from sam2edge.runtime.cuda_memory import DeviceBuffer, DeviceMemory, DeviceOutOfMemoryError, default_memory
-from sam2edge.runtime.runner import Runner
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +200,7 @@ def make_tensorrt_runners(store: Any, engines: Any, device_index: int = 0,
                           artifacts: tuple[str, ...] | None = None) -> dict[str, Runner]:
     """One TensorRTRunner per artifact of a store engine set; engines deserialize at activation,
     from bytes verified against the manifest."""
-    from sam2edge.export.artifacts import ARTIFACTS
+    from sam2edge.contract.artifacts import ARTIFACTS
 
     import_tensorrt()
     names = [n for n in (artifacts or tuple(ARTIFACTS)) if n in engines.artifacts]

@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from sam2edge.backends.base import Runner
+from sam2edge.contract.spec import ArtifactSpec
 from sam2edge.errors import BackendRuntimeError, BackendUnavailableError
-from sam2edge.export.spec import ArtifactSpec
-from sam2edge.runtime.runner import Runner
 
 
 def _torch():
@@ -58,8 +58,8 @@ class TorchRunner(Runner):
 
 def make_torch_runners(model: Any, device: str = "cpu", artifacts: tuple[str, ...] | None = None) -> dict[str, Runner]:
     """One TorchRunner per artifact around a loaded SAM2Model."""
-    from sam2edge.export.artifacts import ARTIFACTS
-    from sam2edge.export.wrappers import build_wrapper
+    from sam2edge.contract.artifacts import ARTIFACTS
+    from sam2edge.model.wrappers import build_wrapper
 
     names = artifacts or tuple(ARTIFACTS)
     return {name: TorchRunner(ARTIFACTS[name], build_wrapper(name, model), device) for name in names}

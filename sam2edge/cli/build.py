@@ -8,12 +8,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sam2edge.engines.backends import gather_sources
+from sam2edge.engines import tensorrt as trtb
 from sam2edge.engines.fingerprint import DeviceDescription, Installed, engine_fingerprint, mib, probe_device, probe_installed
-from sam2edge.engines.selection import Request, decide
 from sam2edge.engines.store import PRECISIONS, EngineStore, OnnxSet
 from sam2edge.errors import Sam2EdgeError
-from sam2edge.export import tensorrt as trtb
+from sam2edge.runtime.fallback import gather_sources
+from sam2edge.runtime.selection import Request, decide
 
 
 def add_build_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,7 +44,7 @@ def _build_args(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_build(args: argparse.Namespace) -> int:
-    from sam2edge.export.artifacts import ARTIFACTS
+    from sam2edge.contract.artifacts import ARTIFACTS
 
     store = EngineStore(args.engines)
     try:
@@ -90,7 +90,7 @@ def find_or_export(store: EngineStore, model: str) -> OnnxSet:
 
 def print_trtexec(onnx: OnnxSet, names: list[str], precision: str, limits: dict[str, int], workspace: int,
                   trt_major: int) -> None:
-    from sam2edge.export.artifacts import ARTIFACTS
+    from sam2edge.contract.artifacts import ARTIFACTS
 
     out_dir = onnx.model_dir / "tensorrt" / precision / "trtexec"
     print(f"# {onnx.variant}: {precision} engines with trtexec (TensorRT {trt_major}.x) into {out_dir}")

@@ -266,7 +266,7 @@ def write_random_checkpoint(path: str | os.PathLike, name_or_cfg: str | ModelCon
     """
     import torch
 
-    from sam2edge.testing import randomize_parameters
+    from sam2edge.model.testing import randomize_parameters
 
     cfg = name_or_cfg if isinstance(name_or_cfg, ModelConfig) else get_config(name_or_cfg)
     model = randomize_parameters(_build(cfg, "cpu"), seed)

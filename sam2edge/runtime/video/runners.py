@@ -17,10 +17,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sam2edge.backends.base import Runner
 from sam2edge.config import ModelConfig
 from sam2edge.errors import BackendRuntimeError, BackendUnavailableError
-from sam2edge.runtime.masks import select_masks
-from sam2edge.runtime.runner import Runner
+from sam2edge.processing.masks import select_masks
 from sam2edge.runtime.video.bank import MemorySelection
 from sam2edge.runtime.video.state import NO_OBJ_SCORE, FrameFeatures
 

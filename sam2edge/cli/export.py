@@ -11,8 +11,8 @@ from sam2edge.errors import Sam2EdgeError
 
 def add_export_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Arguments of the ``export`` sub-command."""
-    from sam2edge.export.artifacts import ARTIFACTS
-    from sam2edge.export.manifest import DEFAULT_ROOT, ENGINES_ENV
+    from sam2edge.contract.artifacts import ARTIFACTS
+    from sam2edge.contract.manifest import DEFAULT_ROOT, ENGINES_ENV
     from sam2edge.export.onnx_export import DEFAULT_EXPORTER, DEFAULT_OPSET, EXPORTERS, LEGACY_OPSET
 
     parser.add_argument("checkpoint", metavar="CHECKPOINT|NAME",
@@ -64,7 +64,7 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry (``python -m sam2edge.export.cli``)."""
+    """Stand-alone entry (``python -m sam2edge.cli.export``)."""
     parser = add_export_arguments(argparse.ArgumentParser(prog="sam2edge export", description=__doc__))
     return run_export(parser.parse_args(argv))
 

@@ -16,12 +16,12 @@ from sam2edge.errors import Sam2EdgeError
 
 # command -> (module, add-arguments function, run function, help)
 COMMANDS: dict[str, tuple[str, str, str, str]] = {
-    "segment": ("sam2edge.cli_segment", "add_segment_arguments", "run_segment", "segment an image from points/boxes"),
-    "track": ("sam2edge.cli_track", "add_track_arguments", "run_track", "track objects through a video"),
-    "export": ("sam2edge.export.cli", "add_export_arguments", "run_export", "export verified ONNX artifacts"),
-    "build": ("sam2edge.engines.cli", "add_build_arguments", "run_build", "build TensorRT engines for this device"),
-    "doctor": ("sam2edge.engines.cli", "add_doctor_arguments", "run_doctor", "report GPUs, libraries, engines, backend"),
-    "download": ("sam2edge.cli_segment", "add_download_arguments", "run_download", "download an official checkpoint"),
+    "segment": ("sam2edge.cli.segment", "add_segment_arguments", "run_segment", "segment an image from points/boxes"),
+    "track": ("sam2edge.cli.track", "add_track_arguments", "run_track", "track objects through a video"),
+    "export": ("sam2edge.cli.export", "add_export_arguments", "run_export", "export verified ONNX artifacts"),
+    "build": ("sam2edge.cli.build", "add_build_arguments", "run_build", "build TensorRT engines for this device"),
+    "doctor": ("sam2edge.cli.build", "add_doctor_arguments", "run_doctor", "report GPUs, libraries, engines, backend"),
+    "download": ("sam2edge.cli.segment", "add_download_arguments", "run_download", "download an official checkpoint"),
 }
 
 

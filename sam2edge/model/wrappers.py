@@ -1,7 +1,7 @@
 """One nn.Module per artifact around a SAM2Model: the exact computation each graph holds.
 
 Each wrapper's ``forward`` takes the spec's inputs in order and returns its outputs in
-order (see ``sam2edge.export.artifacts``). The PyTorch backend runs these same modules, so
+order (see ``sam2edge.contract.artifacts``). The PyTorch backend runs these same modules, so
 both backends share one interface. Nothing here branches on tensor values.
 
 Requires torch.
@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from sam2edge.export.artifacts import ARTIFACTS, IMAGE_SIZE
+from sam2edge.contract.artifacts import ARTIFACTS, IMAGE_SIZE
 from sam2edge.model.common import is_tracing, sine_position_encoding_1d
 
 

@@ -1,7 +1,7 @@
 """The runner contract shared by every backend (PyTorch, ONNX Runtime, TensorRT).
 
 A runner executes one artifact (image encoder, prompt decoder, memory attention, memory
-encoder) described by an :class:`~sam2edge.export.spec.ArtifactSpec`. The base class owns
+encoder) described by an :class:`~sam2edge.contract.spec.ArtifactSpec`. The base class owns
 the lifecycle and the input checks; a backend implements ``_activate_impl``,
 ``_infer_impl`` and ``_deactivate_impl`` only.
 
@@ -18,7 +18,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from sam2edge.export.spec import ArtifactSpec
+from sam2edge.contract.spec import ArtifactSpec
 
 log = logging.getLogger(__name__)
 

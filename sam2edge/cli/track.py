@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from sam2edge.cli_segment import parse_box, parse_point
+from sam2edge.cli.segment import parse_box, parse_point
 from sam2edge.errors import InputError
 
 COLOR_BGR = (60, 200, 60)
@@ -43,7 +43,7 @@ def add_track_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_track(args: argparse.Namespace) -> int:
-    from sam2edge.runtime.predictor import SAM2
+    from sam2edge.runtime.image.predictor import SAM2
 
     _check_prompts(args)
     model = SAM2.from_pretrained(args.model, backend=args.backend, device=args.device, video=True)

@@ -27,7 +27,7 @@ import numpy as np
 
 from sam2edge.engines.precision import PrecisionPolicy
 from sam2edge.errors import EngineBuildError
-from sam2edge.export.spec import ArtifactSpec
+from sam2edge.contract.spec import ArtifactSpec
 
 # Command-line limits -> the spec dims they bound.
 LIMIT_DIMS = {
@@ -138,7 +138,7 @@ def build_plan(onnx_path: Path, profile: Mapping[str, tuple[tuple[int, ...], ...
                policy: PrecisionPolicy, workspace: int, timing_cache: bytes, say: Printer,
                verbose: bool = False) -> tuple[bytes, bytes]:
     """Parse + build one engine. Returns (serialized plan, updated timing cache)."""
-    from sam2edge.runtime.tensorrt_runner import import_tensorrt, trt_logger
+    from sam2edge.backends.tensorrt_runner import import_tensorrt, trt_logger
 
     trt = import_tensorrt()
     logger = trt_logger(trt, verbose)

@@ -14,13 +14,13 @@ from typing import Any
 
 import numpy as np
 
+from sam2edge.backends.base import Runner
 from sam2edge.config import ModelConfig
 from sam2edge.errors import InputError, UnknownImageHashError
-from sam2edge.runtime import postprocess, preprocess
-from sam2edge.runtime.masks import select_masks
-from sam2edge.runtime.prompts import ImagePrompts, build_image_prompts, per_image
-from sam2edge.runtime.runner import Runner
-from sam2edge.runtime.types import SAM2ImageEmbeddings, SAM2Prediction
+from sam2edge.processing import postprocess, preprocess
+from sam2edge.processing.masks import select_masks
+from sam2edge.runtime.image.prompts import ImagePrompts, build_image_prompts, per_image
+from sam2edge.runtime.image.types import SAM2ImageEmbeddings, SAM2Prediction
 
 log = logging.getLogger(__name__)
 

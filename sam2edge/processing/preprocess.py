@@ -5,7 +5,7 @@ antialiased resampling of the /255 float image (torch ``F.interpolate(mode="bili
 antialias=True)``), then normalises with the ImageNet mean and std.
 
 * ``preprocess_torch`` runs exactly those torch operations (bit-exact on CPU).
-* ``preprocess_numpy`` needs only numpy + OpenCV (``sam2edge.runtime.resize``): torch's
+* ``preprocess_numpy`` needs only numpy + OpenCV (``sam2edge.processing.resize``): torch's
   filter reproduced, agreeing to float rounding (about 1e-6 after normalisation), where
   OpenCV's INTER_AREA / INTER_LINEAR alone differ by up to 0.9 / 1.9 on a noise image.
 """
@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from sam2edge.errors import InputError
-from sam2edge.runtime.resize import resize_antialias
+from sam2edge.processing.resize import resize_antialias
 
 INPUT_SIZE = 1024
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -20,7 +20,7 @@ No heavy imports: numpy only.
 
 from __future__ import annotations
 
-from sam2edge.export.spec import ArtifactSpec, Dim, TensorSpec
+from sam2edge.contract.spec import ArtifactSpec, Dim, TensorSpec
 
 # -- symbolic dims (min, opt, max) ---------------------------------------------------
 BATCH = Dim("batch", 1, 1, 8)

@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
+from sam2edge.backends.base import Runner
+from sam2edge.contract.spec import ArtifactSpec
 from sam2edge.errors import BackendRuntimeError, BackendUnavailableError, EngineMismatchError
-from sam2edge.export.spec import ArtifactSpec
-from sam2edge.runtime.runner import Runner
 
 log = logging.getLogger(__name__)
 
@@ -264,8 +264,8 @@ def make_onnxruntime_runners(
     used as they are. ``verify_sha256`` also re-hashes every file (slow for large models).
     Sessions are created lazily on first use (or ``runner.activate()``).
     """
-    from sam2edge.export.artifacts import ARTIFACTS
-    from sam2edge.export.manifest import MANIFEST_NAME, read_manifest, spec_to_dict, verify_files
+    from sam2edge.contract.artifacts import ARTIFACTS
+    from sam2edge.contract.manifest import MANIFEST_NAME, read_manifest, spec_to_dict, verify_files
 
     directory = Path(artifact_dir)
     if (directory / "onnx").is_dir() and not (directory / MANIFEST_NAME).is_file():

@@ -2,7 +2,7 @@
 
 Order: TensorRT -> ONNX Runtime CUDA -> PyTorch CUDA -> ONNX Runtime CPU -> PyTorch CPU.
 Each candidate is admitted or excluded with a reason. A GPU candidate is admitted only if its
-expected device memory (:mod:`sam2edge.engines.estimate`) plus a headroom fits the usable free
+expected device memory (:mod:`sam2edge.runtime.estimate`) plus a headroom fits the usable free
 memory: the driver's free memory, or on Jetson min(driver free, MemAvailable). CPU candidates
 are checked against MemAvailable the same way.
 
@@ -16,8 +16,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sam2edge.engines import estimate
 from sam2edge.engines.fingerprint import DeviceDescription, GpuInfo, Installed, mib
+from sam2edge.runtime import estimate
 
 BACKEND_ORDER = ("tensorrt", "onnxruntime-cuda", "torch-cuda", "onnxruntime-cpu", "torch-cpu")
 GPU_BACKENDS = frozenset(BACKEND_ORDER[:3])

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from sam2edge.errors import InputError
-from sam2edge.runtime.lru import is_torch_tensor, nbytes_of
+from sam2edge.runtime.image.lru import is_torch_tensor, nbytes_of
 
 FP16_MAX = 65504.0
 _FLOAT_NP = (np.dtype(np.float32), np.dtype(np.float64))

@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from sam2edge.errors import InputError
-from sam2edge.runtime.resize import resize_linear
+from sam2edge.processing.resize import resize_linear
 
 LOGIT_CLAMP = 32.0
 HOLE_FILL_DELTA = 10.0  # image predictor: holes -> thr + 10, sprinkles -> thr - 10

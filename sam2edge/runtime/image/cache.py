@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 
 from sam2edge.errors import InputError
-from sam2edge.runtime.lru import ByteBudgetLRU, nbytes_of
-from sam2edge.runtime.packing import ArrayPacker, packed_nbytes
+from sam2edge.runtime.image.lru import ByteBudgetLRU, nbytes_of
+from sam2edge.runtime.image.packing import ArrayPacker, packed_nbytes
 
 __all__ = [
     "ByteBudgetLRU",

@@ -50,7 +50,7 @@ def add_segment_arguments(p: argparse.ArgumentParser) -> None:
 def run_segment(args: argparse.Namespace) -> int:
     import cv2
 
-    from sam2edge.runtime.predictor import SAM2
+    from sam2edge.runtime.image.predictor import SAM2
 
     bgr = cv2.imread(args.image, cv2.IMREAD_COLOR)
     if bgr is None:
@@ -104,7 +104,7 @@ def add_download_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_download(args: argparse.Namespace) -> int:
-    from sam2edge.checkpoint import download_checkpoint
+    from sam2edge.model.checkpoint import download_checkpoint
 
     print(download_checkpoint(args.name, cache_dir=args.cache_dir))
     return 0
