@@ -117,7 +117,7 @@ def bench_objects(ours, official, frames, folder: str, counts: list[int], skip_o
 
     rows = []
     for n in counts:
-        tracker = ours.track(frames, input_color_format="rgb", preprocessing="pil", fill_hole_area=0)
+        tracker = ours.track(frames, input_color_format="rgb", preprocessing="exact", fill_hole_area=0)
         for k, xy in enumerate(clicks(n)):
             tracker.add_points(0, k + 1, [xy], [1])
         calls_before = dict(tracker.engine.calls)
@@ -190,7 +190,7 @@ def bench_stream(ours, official, frames, folder: str, skip_official: bool) -> di
     import torch
 
     live = ours.stream(frames[0], {1: {"points": [clicks(1)[0]], "labels": [1]}}, input_color_format="rgb",
-                       preprocessing="pil", fill_hole_area=0)
+                       preprocessing="exact", fill_hole_area=0)
     mine = []
     for f in frames[1:]:
         live.track(f)

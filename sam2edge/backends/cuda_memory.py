@@ -26,25 +26,12 @@ from typing import Any
 
 import numpy as np
 
+from sam2edge.backends.lazy import available, import_cudart, import_torch
 from sam2edge.errors import BackendRuntimeError, BackendUnavailableError
 
 
 class DeviceOutOfMemoryError(BackendRuntimeError):
     """A device allocation that did not fit in the free GPU memory."""
-
-
-def import_cudart() -> Any:
-    """cuda-python's runtime module: ``cuda.bindings.runtime`` (>= 12.6) or ``cuda.cudart`` (older)."""
-    try:
-        from cuda.bindings import runtime as cudart
-    except ImportError:
-        try:
-            from cuda import cudart  # type: ignore[no-redef]
-        except ImportError as exc:
-            raise BackendUnavailableError(
-                "the TensorRT backend needs cuda-python for device memory: pip install 'sam2edge[tensorrt]'"
-            ) from exc
-    return cudart
 
 
 @dataclass
@@ -157,8 +144,7 @@ class TorchMemory(DeviceMemory):
 
     def __init__(self, device_index: int = 0) -> None:
         super().__init__(device_index)
-        import torch
-
+        torch = import_torch("device memory through PyTorch")
         if not torch.cuda.is_available():
             raise BackendUnavailableError("PyTorch sees no CUDA device")
         self.torch = torch
@@ -201,13 +187,8 @@ def default_memory(device_index: int = 0, prefer: str = "auto") -> DeviceMemory:
     ``prefer``: "auto", "torch" or "cuda-python".
     """
     if prefer in ("auto", "torch"):
-        try:
-            import torch
-
-            if torch.cuda.is_available():
-                return TorchMemory(device_index)
-        except ImportError:
-            pass
+        if available("torch") and import_torch().cuda.is_available():
+            return TorchMemory(device_index)
         if prefer == "torch":
             raise BackendUnavailableError("device memory through PyTorch needs torch with a CUDA device")
     return CudaPythonMemory(device_index)

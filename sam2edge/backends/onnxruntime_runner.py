@@ -20,6 +20,9 @@ from typing import Any
 import numpy as np
 
 from sam2edge.backends.base import Runner
+from sam2edge.backends.lazy import import_onnxruntime
+from sam2edge.contract.artifacts import ARTIFACTS
+from sam2edge.contract.manifest import MANIFEST_NAME, read_manifest, spec_to_dict, verify_files
 from sam2edge.contract.spec import ArtifactSpec
 from sam2edge.errors import BackendRuntimeError, BackendUnavailableError, EngineMismatchError
 
@@ -37,14 +40,6 @@ _BACKEND_NAMES = {
     "TensorrtExecutionProvider": "onnxruntime-tensorrt",
 }
 ProviderArg = str | tuple[str, dict]
-
-
-def _ort():
-    try:
-        import onnxruntime
-    except ImportError as exc:
-        raise BackendUnavailableError("the ONNX Runtime backend needs onnxruntime: pip install 'sam2edge[onnx]'") from exc
-    return onnxruntime
 
 
 def normalize_providers(providers: Sequence[ProviderArg]) -> list[tuple[str, dict]]:
@@ -138,7 +133,7 @@ class OnnxRuntimeRunner(Runner):
 
     # -- lifecycle -------------------------------------------------------------------
     def session_options(self) -> Any:
-        ort = _ort()
+        ort = import_onnxruntime()
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -153,7 +148,7 @@ class OnnxRuntimeRunner(Runner):
         return so
 
     def _activate_impl(self) -> None:
-        ort = _ort()
+        ort = import_onnxruntime()
         if not self.path.is_file():
             raise EngineMismatchError(f"{self.spec.name}: ONNX file {self.path} is missing; run `sam2edge export`")
         available = set(ort.get_available_providers())
@@ -222,7 +217,7 @@ class OnnxRuntimeRunner(Runner):
         """IO binding on a GPU provider: read-only inputs (e.g. cached image features, passed again and
         again for every click) stay on the device while the very same array object is passed; the
         rest is copied once per call; outputs land in host memory."""
-        ort = _ort()
+        ort = import_onnxruntime()
         binding = self.session.io_binding()
         for name, arr in arrays.items():
             if not arr.flags.writeable:
@@ -264,8 +259,6 @@ def make_onnxruntime_runners(
     used as they are. ``verify_sha256`` also re-hashes every file (slow for large models).
     Sessions are created lazily on first use (or ``runner.activate()``).
     """
-    from sam2edge.contract.artifacts import ARTIFACTS
-    from sam2edge.contract.manifest import MANIFEST_NAME, read_manifest, spec_to_dict, verify_files
 
     directory = Path(artifact_dir)
     if (directory / "onnx").is_dir() and not (directory / MANIFEST_NAME).is_file():

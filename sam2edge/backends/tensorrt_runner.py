@@ -26,21 +26,12 @@ import numpy as np
 
 from sam2edge.backends.base import Runner
 from sam2edge.backends.cuda_memory import DeviceBuffer, DeviceMemory, DeviceOutOfMemoryError, default_memory
+from sam2edge.backends.lazy import import_tensorrt, import_torch
+from sam2edge.contract.artifacts import ARTIFACTS
 from sam2edge.contract.spec import ArtifactSpec
-from sam2edge.errors import BackendRuntimeError, BackendUnavailableError, EngineMismatchError
+from sam2edge.errors import BackendRuntimeError, EngineMismatchError
 
 log = logging.getLogger(__name__)
-
-
-def import_tensorrt() -> Any:
-    try:
-        import tensorrt as trt
-    except ImportError as exc:
-        raise BackendUnavailableError(
-            "the TensorRT backend needs the tensorrt Python package (pip install 'sam2edge[tensorrt]'; "
-            "on Jetson: apt install python3-libnvinfer)"
-        ) from exc
-    return trt
 
 
 def trt_logger(trt: Any, verbose: bool = False) -> Any:
@@ -161,7 +152,7 @@ class TensorRTRunner(Runner):
 
     def infer_torch(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
         """Zero copy: CUDA tensors in, CUDA tensors out, queued on PyTorch's current stream."""
-        import torch
+        torch = import_torch()
 
         self.spec.check_inputs(feeds)
         with self._lock:
@@ -200,8 +191,6 @@ def make_tensorrt_runners(store: Any, engines: Any, device_index: int = 0,
                           artifacts: tuple[str, ...] | None = None) -> dict[str, Runner]:
     """One TensorRTRunner per artifact of a store engine set; engines deserialize at activation,
     from bytes verified against the manifest."""
-    from sam2edge.contract.artifacts import ARTIFACTS
-
     import_tensorrt()
     names = [n for n in (artifacts or tuple(ARTIFACTS)) if n in engines.artifacts]
     missing = [n for n in (artifacts or ()) if n not in engines.artifacts]

@@ -13,16 +13,10 @@ from typing import Any
 import numpy as np
 
 from sam2edge.backends.base import Runner
+from sam2edge.backends.lazy import import_torch
+from sam2edge.contract.artifacts import ARTIFACTS
 from sam2edge.contract.spec import ArtifactSpec
-from sam2edge.errors import BackendRuntimeError, BackendUnavailableError
-
-
-def _torch():
-    try:
-        import torch
-    except ImportError as exc:  # pragma: no cover - exercised in the no-torch subprocess test
-        raise BackendUnavailableError("the PyTorch backend needs torch: pip install 'sam2edge[torch]'") from exc
-    return torch
+from sam2edge.errors import BackendRuntimeError
 
 
 class TorchRunner(Runner):
@@ -30,7 +24,7 @@ class TorchRunner(Runner):
 
     def __init__(self, spec: ArtifactSpec, module: Any, device: str = "cpu", dtype: str = "float32") -> None:
         super().__init__(spec)
-        torch = _torch()
+        torch = import_torch()
         self.device = torch.device(device)
         self.backend = f"torch-{self.device.type}"
         self.module = module
@@ -40,7 +34,7 @@ class TorchRunner(Runner):
         self.module.to(self.device).eval()
 
     def _infer_impl(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        torch = _torch()
+        torch = import_torch()
         with warnings.catch_warnings():
             # Cached arrays are read-only on purpose; the modules never write into their inputs.
             warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
@@ -58,7 +52,6 @@ class TorchRunner(Runner):
 
 def make_torch_runners(model: Any, device: str = "cpu", artifacts: tuple[str, ...] | None = None) -> dict[str, Runner]:
     """One TorchRunner per artifact around a loaded SAM2Model."""
-    from sam2edge.contract.artifacts import ARTIFACTS
     from sam2edge.model.wrappers import build_wrapper
 
     names = artifacts or tuple(ARTIFACTS)

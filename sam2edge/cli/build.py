@@ -8,10 +8,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from sam2edge.config import variant_names
+from sam2edge.contract.artifacts import ARTIFACTS
+from sam2edge.download import resolve_checkpoint
 from sam2edge.engines import tensorrt as trtb
+from sam2edge.engines.build import build_engines
 from sam2edge.engines.fingerprint import DeviceDescription, Installed, engine_fingerprint, mib, probe_device, probe_installed
 from sam2edge.engines.store import PRECISIONS, EngineStore, OnnxSet
-from sam2edge.errors import Sam2EdgeError
+from sam2edge.errors import CheckpointError, EngineMismatchError, Sam2EdgeError
+from sam2edge.export.onnx_export import export_checkpoint
 from sam2edge.runtime.fallback import gather_sources
 from sam2edge.runtime.selection import Request, decide
 
@@ -44,8 +49,6 @@ def _build_args(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_build(args: argparse.Namespace) -> int:
-    from sam2edge.contract.artifacts import ARTIFACTS
-
     store = EngineStore(args.engines)
     try:
         onnx = find_or_export(store, args.model)
@@ -53,7 +56,6 @@ def run_build(args: argparse.Namespace) -> int:
         if args.print_trtexec:
             print_trtexec(onnx, names, args.precision, _limits(args), args.workspace << 20, args.trt_major)
             return 0
-        from sam2edge.engines.build import build_engines
 
         engines = build_engines(onnx, store=store, precision=args.precision, workspace=args.workspace << 20,
                                 limits=_limits(args), artifacts=names, verify=not args.no_verify,
@@ -67,14 +69,11 @@ def run_build(args: argparse.Namespace) -> int:
 
 def find_or_export(store: EngineStore, model: str) -> OnnxSet:
     """The store's export of ``model``; a checkpoint file (or a cached official checkpoint) is exported first."""
-    from sam2edge.errors import CheckpointError, EngineMismatchError
 
     try:
         return store.find_onnx(model)
     except EngineMismatchError:
         if not Path(model).is_file():
-            from sam2edge.download import resolve_checkpoint
-
             try:
                 resolve_checkpoint(model, download=False)
             except CheckpointError:
@@ -82,7 +81,6 @@ def find_or_export(store: EngineStore, model: str) -> OnnxSet:
                     f"no export of {model!r} under {store.root} and no local checkpoint: "
                     f"run `sam2edge export {model} --out {store.root}` first (it downloads official checkpoints)"
                 ) from None
-    from sam2edge.export.onnx_export import export_checkpoint
 
     print(f"{model}: not exported yet, exporting to {store.root} first", file=sys.stderr)
     return store.find_onnx(str(export_checkpoint(model, root=store.root, progress=lambda m: print(m, file=sys.stderr))))
@@ -90,8 +88,6 @@ def find_or_export(store: EngineStore, model: str) -> OnnxSet:
 
 def print_trtexec(onnx: OnnxSet, names: list[str], precision: str, limits: dict[str, int], workspace: int,
                   trt_major: int) -> None:
-    from sam2edge.contract.artifacts import ARTIFACTS
-
     out_dir = onnx.model_dir / "tensorrt" / precision / "trtexec"
     print(f"# {onnx.variant}: {precision} engines with trtexec (TensorRT {trt_major}.x) into {out_dir}")
     print("# engines built this way carry no sam2edge manifest: use them with trtexec/Triton/DeepStream,")
@@ -188,7 +184,6 @@ def _doctor_store(r: DoctorReport, device: DeviceDescription, installed: Install
                 r.add(f"      rebuild: {e.rebuild_command}")
         _doctor_decision(r, decide(device, installed, sources, Request(batch=batch)), f"{onnx.variant} (batch {batch})")
     # Without an export, the PyTorch backends still run from a checkpoint.
-    from sam2edge.config import variant_names
 
     generic = gather_sources(variant_names()[0], store, None, device, installed, torch_weights=True)
     _doctor_decision(r, decide(device, installed, generic, Request(batch=batch)),

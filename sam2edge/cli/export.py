@@ -6,14 +6,15 @@ import argparse
 import sys
 import time
 
+from sam2edge.backends import lazy
+from sam2edge.contract.artifacts import ARTIFACTS
+from sam2edge.contract.manifest import DEFAULT_ROOT, ENGINES_ENV
 from sam2edge.errors import Sam2EdgeError
+from sam2edge.export.onnx_export import DEFAULT_EXPORTER, DEFAULT_OPSET, EXPORTERS, LEGACY_OPSET, ExportSettings, export_checkpoint
 
 
 def add_export_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Arguments of the ``export`` sub-command."""
-    from sam2edge.contract.artifacts import ARTIFACTS
-    from sam2edge.contract.manifest import DEFAULT_ROOT, ENGINES_ENV
-    from sam2edge.export.onnx_export import DEFAULT_EXPORTER, DEFAULT_OPSET, EXPORTERS, LEGACY_OPSET
 
     parser.add_argument("checkpoint", metavar="CHECKPOINT|NAME",
                         help="an official-format .pt checkpoint, or a variant name (downloaded if needed)")
@@ -34,7 +35,6 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
 
 def run_export(args: argparse.Namespace) -> int:
     """Run the export; 0 on success, 1 on a sam2edge error (message on stderr)."""
-    from sam2edge.export.onnx_export import ExportSettings, export_checkpoint
 
     start = time.perf_counter()
 
@@ -42,12 +42,8 @@ def run_export(args: argparse.Namespace) -> int:
         print(f"[{time.perf_counter() - start:7.1f}s] {msg}", file=sys.stderr, flush=True)
 
     if args.threads:
-        try:
-            import torch
-
-            torch.set_num_threads(int(args.threads))
-        except ImportError:  # torch is required below anyway; the error is reported there
-            pass
+        if lazy.available("torch"):  # torch is required below anyway; its absence is reported there
+            lazy.import_torch().set_num_threads(int(args.threads))
     settings = ExportSettings(exporter=args.exporter, opset=args.opset, threads=args.threads,
                               check_trt=not args.allow_trt_incompatible)
     try:

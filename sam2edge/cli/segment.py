@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from sam2edge.errors import InputError
+from sam2edge.runtime.image.predictor import SAM2
 
 
 def parse_point(text: str) -> tuple[float, float, int]:
@@ -50,7 +51,6 @@ def add_segment_arguments(p: argparse.ArgumentParser) -> None:
 def run_segment(args: argparse.Namespace) -> int:
     import cv2
 
-    from sam2edge.runtime.image.predictor import SAM2
 
     bgr = cv2.imread(args.image, cv2.IMREAD_COLOR)
     if bgr is None:

@@ -21,6 +21,9 @@ import numpy as np
 
 from sam2edge.cli.segment import parse_box, parse_point
 from sam2edge.errors import InputError
+from sam2edge.runtime.image.predictor import SAM2
+from sam2edge.runtime.video import track
+from sam2edge.runtime.video.frames import EndOfVideo, open_source
 
 COLOR_BGR = (60, 200, 60)
 
@@ -43,8 +46,6 @@ def add_track_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_track(args: argparse.Namespace) -> int:
-    from sam2edge.runtime.image.predictor import SAM2
-
     _check_prompts(args)
     model = SAM2.from_pretrained(args.model, backend=args.backend, device=args.device, video=True)
     return track_with(model, args)
@@ -61,7 +62,6 @@ def track_with(model: Any, args: argparse.Namespace) -> int:
     """The command with an already loaded predictor (``.runners`` with all four artifacts, ``.config``)."""
     import cv2
 
-    from sam2edge.runtime.video import track
 
     _check_prompts(args)
     out = Path(args.out)
@@ -101,7 +101,6 @@ def write_overlay(args: argparse.Namespace, masks_dir: Path) -> str:
     """Frames with the mask tinted and outlined (and the prompts on their frame) -> a video file."""
     import cv2
 
-    from sam2edge.runtime.video.frames import EndOfVideo, open_source
 
     source = open_source(args.video)
     writer = None

@@ -14,6 +14,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from sam2edge.backends import lazy
+from sam2edge.backends.onnxruntime_runner import make_onnxruntime_runners
+from sam2edge.backends.tensorrt_runner import TrtEngine, make_tensorrt_runners
+from sam2edge.contract.artifacts import ARTIFACTS
+from sam2edge.contract.manifest import MANIFEST_NAME, package_versions, sha256_file, write_manifest
+from sam2edge.engines import tensorrt as trtb
 from sam2edge.engines.fingerprint import (
     DeviceDescription,
     EngineFingerprint,
@@ -23,9 +29,8 @@ from sam2edge.engines.fingerprint import (
     probe_installed,
 )
 from sam2edge.engines.store import ENGINE_FORMAT, EngineSet, EngineStore, OnnxSet, rebuild_command
+from sam2edge.engines.verify import sample_images, verify
 from sam2edge.errors import EngineBuildError, EngineMismatchError
-from sam2edge.engines import tensorrt as trtb
-from sam2edge.contract.manifest import MANIFEST_NAME, package_versions, sha256_file, write_manifest
 
 
 def timing_cache_seed(store: EngineStore, fingerprint: EngineFingerprint) -> tuple[bytes, Path | None]:
@@ -52,10 +57,7 @@ def build_engines(onnx: OnnxSet, *, store: EngineStore, precision: str = "fp16",
                   build_args: Mapping[str, Any] | None = None,
                   described: tuple[DeviceDescription, Installed] | None = None) -> EngineSet:
     """Build, record and verify the engine set of ``onnx`` for GPU 0 of this machine."""
-    from sam2edge.contract.artifacts import ARTIFACTS
-    from sam2edge.backends.tensorrt_runner import TrtEngine, import_tensorrt
-
-    trt = import_tensorrt()
+    trt = lazy.import_tensorrt()
     device, installed = described or (probe_device(), probe_installed(check_providers=False))
     fingerprint = engine_fingerprint(device, installed)
     if fingerprint is None:
@@ -105,9 +107,6 @@ def build_engines(onnx: OnnxSet, *, store: EngineStore, precision: str = "fp16",
 def verify_engine_set(store: EngineStore, engines: EngineSet, onnx: OnnxSet, names: Sequence[str],
                       say: Any = print) -> dict[str, Any]:
     """TensorRT vs ONNX Runtime fp32 on real images; figures per artifact (see engines.verify)."""
-    from sam2edge.engines.verify import sample_images, verify
-    from sam2edge.backends.onnxruntime_runner import make_onnxruntime_runners
-    from sam2edge.backends.tensorrt_runner import make_tensorrt_runners
 
     images, source = sample_images()
     reference = make_onnxruntime_runners(onnx.dir, providers=["CPUExecutionProvider"])

@@ -12,12 +12,14 @@ driver reports and ``MemAvailable`` in ``/proc/meminfo``.
 
 from __future__ import annotations
 
-import importlib.util
+import importlib.metadata
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sam2edge.backends import lazy
 from sam2edge.engines import probes
 
 
@@ -183,7 +185,7 @@ def probe_device(root: Path = Path("/")) -> DeviceDescription:
     gpus, driver = probes.cuda_driver_gpus(notes)
     total, available = probes.meminfo(root / "proc/meminfo")
     return DeviceDescription(
-        gpus=tuple(gpus),
+        gpus=tuple(GpuInfo(*facts) for facts in gpus),
         cuda_driver_version=driver,
         jetson=probe_jetson(root),
         mem_total_bytes=total,
@@ -210,13 +212,13 @@ def probe_jetson(root: Path = Path("/")) -> JetsonInfo | None:
 def probe_installed(check_providers: bool = True) -> Installed:
     """Versions of TensorRT, ONNX Runtime (and the providers that really work), PyTorch, CUDA runtime."""
     notes: list[str] = []
-    trt = _version_of("tensorrt", notes)
-    ort = _version_of("onnxruntime", notes)
+    trt = _version_of("tensorrt", lazy.import_tensorrt, notes)
+    ort = _version_of("onnxruntime", lazy.import_onnxruntime, notes)
     providers: tuple[str, ...] = ()
     if ort is not None:
         providers = probes.working_ort_providers(notes) if check_providers else probes.advertised_ort_providers()
     torch_v, torch_cuda = _torch_versions(notes)
-    cuda_python = _version_of("cuda", notes, dist="cuda-python")
+    cuda_python = _distribution_version("cuda", "cuda-python")
     cuda_runtime = probes.cudart_version(notes) if cuda_python else None
     return Installed(
         tensorrt=trt,
@@ -230,18 +232,20 @@ def probe_installed(check_providers: bool = True) -> Installed:
     )
 
 
-def _version_of(module: str, notes: list[str], dist: str | None = None) -> str | None:
-    if importlib.util.find_spec(module) is None:
+def _distribution_version(module: str, dist: str) -> str | None:
+    if not lazy.available(module):
         return None
-    if dist is not None:
-        from importlib.metadata import PackageNotFoundError, version
-
-        try:
-            return version(dist)
-        except PackageNotFoundError:
-            return None
     try:
-        mod = __import__(module)
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _version_of(module: str, importer: Callable[[], Any], notes: list[str]) -> str | None:
+    if not lazy.available(module):
+        return None
+    try:
+        mod = importer()
     except Exception as exc:  # a broken install is reported, not fatal
         notes.append(f"{module} is installed but failed to import: {exc}")
         return None
@@ -249,10 +253,10 @@ def _version_of(module: str, notes: list[str], dist: str | None = None) -> str |
 
 
 def _torch_versions(notes: list[str]) -> tuple[str | None, str | None]:
-    if importlib.util.find_spec("torch") is None:
+    if not lazy.available("torch"):
         return None, None
     try:
-        import torch
+        torch = lazy.import_torch()
     except Exception as exc:
         notes.append(f"torch is installed but failed to import: {exc}")
         return None, None

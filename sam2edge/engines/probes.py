@@ -11,10 +11,12 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from sam2edge.engines.fingerprint import GpuInfo
+from sam2edge.backends import lazy
+from sam2edge.errors import BackendUnavailableError
+
+# (index, name, compute capability "8.7", total bytes, free bytes, integrated)
+GpuFacts = tuple[int, str, str, int, int, bool]
 
 # cuDeviceGetAttribute ids (cuda.h, CUdevice_attribute).
 _ATTR_INTEGRATED = 18
@@ -98,10 +100,8 @@ class _Driver:
             self.call("cuDevicePrimaryCtxRelease_v2", dev)
 
 
-def cuda_driver_gpus(notes: list[str]) -> tuple[list[GpuInfo], str | None]:
+def cuda_driver_gpus(notes: list[str]) -> tuple[list[GpuFacts], str | None]:
     """Every CUDA device with name, compute capability, total and free memory, and the driver version."""
-    from sam2edge.engines.fingerprint import GpuInfo
-
     lib = load_libcuda()
     if lib is None:
         notes.append(f"no CUDA driver: {libcuda_names()[0]} not loadable")
@@ -125,7 +125,7 @@ def cuda_driver_gpus(notes: list[str]) -> tuple[list[GpuInfo], str | None]:
         except RuntimeError as exc:
             notes.append(f"GPU {i}: {exc}")
             continue
-        gpus.append(GpuInfo(i, name, cc, total, free, integrated))
+        gpus.append((i, name, cc, total, free, integrated))
     if not gpus:
         notes.append(f"CUDA driver {driver} reports no usable device")
     return gpus, driver
@@ -191,8 +191,7 @@ def run_quiet(cmd: list[str], timeout: float = 5.0) -> str | None:
 
 
 def advertised_ort_providers() -> tuple[str, ...]:
-    import onnxruntime as ort
-
+    ort = lazy.import_onnxruntime()
     return tuple(ort.get_available_providers())
 
 
@@ -202,11 +201,10 @@ def working_ort_providers(notes: list[str]) -> tuple[str, ...]:
     ``get_available_providers()`` lists what the wheel was built with; a CUDA provider whose
     cuDNN/cuBLAS libraries are missing is listed but silently replaced by CPU in a session.
     """
-    import onnxruntime as ort
-
+    ort = lazy.import_onnxruntime()
     try:
         model = _identity_model_bytes()
-    except ImportError:
+    except BackendUnavailableError:
         notes.append("onnx is not installed: ONNX Runtime providers are the advertised ones, not verified")
         return advertised_ort_providers()
     working = []
@@ -227,8 +225,8 @@ def working_ort_providers(notes: list[str]) -> tuple[str, ...]:
 
 
 def _identity_model_bytes() -> bytes:
-    from onnx import TensorProto, helper
-
+    onnx = lazy.import_onnx("checking ONNX Runtime providers")
+    helper, TensorProto = onnx.helper, onnx.TensorProto
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
     graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "probe", [x], [y])
@@ -240,9 +238,7 @@ def _identity_model_bytes() -> bytes:
 def cudart_version(notes: list[str]) -> str | None:
     """CUDA runtime version through cuda-python (``cuda.bindings.runtime``, or ``cuda.cudart`` before 12.6)."""
     try:
-        from sam2edge.backends.cuda_memory import import_cudart
-
-        cudart = import_cudart()
+        cudart = lazy.import_cudart()
         err, ver = cudart.cudaRuntimeGetVersion()
     except Exception as exc:
         notes.append(f"cuda-python could not report the CUDA runtime version: {exc}")

@@ -26,9 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sam2edge.engines.fingerprint import EngineFingerprint
-from sam2edge.errors import EngineMismatchError
+from sam2edge.config import resolve_name
 from sam2edge.contract.manifest import MANIFEST_NAME, engines_root, read_manifest, sha256_file
+from sam2edge.engines.fingerprint import EngineFingerprint
+from sam2edge.errors import EngineMismatchError, UnknownModelError
 
 PRECISIONS = ("fp32", "fp16", "bf16")
 ENGINE_FORMAT = "sam2edge-tensorrt-engines/1"
@@ -147,8 +148,6 @@ class EngineStore:
         for candidate in (path / "onnx", path):
             if (candidate / MANIFEST_NAME).is_file():
                 return OnnxSet(candidate, read_manifest(candidate))
-        from sam2edge.config import resolve_name
-        from sam2edge.errors import UnknownModelError
 
         try:
             variant = resolve_name(name)

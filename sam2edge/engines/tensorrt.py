@@ -25,9 +25,11 @@ from typing import Any
 
 import numpy as np
 
-from sam2edge.engines.precision import PrecisionPolicy
-from sam2edge.errors import EngineBuildError
+from sam2edge.backends import lazy
+from sam2edge.backends.tensorrt_runner import trt_logger
 from sam2edge.contract.spec import ArtifactSpec
+from sam2edge.engines.precision import PrecisionPolicy, precision_policy
+from sam2edge.errors import EngineBuildError
 
 # Command-line limits -> the spec dims they bound.
 LIMIT_DIMS = {
@@ -109,17 +111,14 @@ def trtexec_command(onnx_path: Path, engine_path: Path, spec: ArtifactSpec, prec
 
 def load_policy(onnx_path: Path, artifact: str, precision: str) -> PrecisionPolicy:
     """The precision policy of one exported graph (reads the graph structure, not the weights)."""
-    import onnx
-
-    from sam2edge.engines.precision import precision_policy
-
+    onnx = lazy.import_onnx("the precision policy")
     return precision_policy(onnx.load(str(onnx_path), load_external_data=False), artifact, precision)
 
 
 def mixed_precision_onnx(onnx_path: Path, out_path: Path, precision: str, policy: PrecisionPolicy) -> Path:
     """TensorRT 11: a mixed-precision copy of the graph (ModelOpt AutoCast), policy nodes kept fp32."""
+    onnx = lazy.import_onnx("mixed-precision graphs")
     try:
-        import onnx
         from modelopt.onnx.autocast import convert_to_mixed_precision
     except ImportError as exc:
         raise EngineBuildError(
@@ -138,9 +137,7 @@ def build_plan(onnx_path: Path, profile: Mapping[str, tuple[tuple[int, ...], ...
                policy: PrecisionPolicy, workspace: int, timing_cache: bytes, say: Printer,
                verbose: bool = False) -> tuple[bytes, bytes]:
     """Parse + build one engine. Returns (serialized plan, updated timing cache)."""
-    from sam2edge.backends.tensorrt_runner import import_tensorrt, trt_logger
-
-    trt = import_tensorrt()
+    trt = lazy.import_tensorrt()
     logger = trt_logger(trt, verbose)
     strong = precision != "fp32" and not hasattr(trt.BuilderFlag, "FP16")
     if strong:

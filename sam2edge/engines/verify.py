@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from sam2edge.backends.base import Runner
+from sam2edge.processing.preprocess import preprocess_opencv
 
 SCORE_OUTPUTS = ("iou_predictions", "object_score_logits")
 
@@ -104,11 +105,10 @@ def verification_feeds(images: Sequence[np.ndarray], reference: Mapping[str, Run
                        artifacts: Sequence[str]) -> list[Job]:
     """(artifact, feeds, reference outputs or None) for every artifact, chained through the reference
     encoder (whose outputs are kept, so it runs once per image)."""
-    from sam2edge.processing.preprocess import preprocess_numpy
 
     jobs: list[Job] = []
     for i, img in enumerate(images):
-        x = preprocess_numpy(img)
+        x = preprocess_opencv(img)
         feats = reference["image_encoder"].infer({"image": x})
         if "image_encoder" in artifacts:
             jobs.append(("image_encoder", {"image": x}, feats))

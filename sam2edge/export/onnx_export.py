@@ -26,9 +26,15 @@ from typing import Any
 
 import numpy as np
 
+from sam2edge.backends.onnxruntime_runner import OnnxRuntimeRunner
+from sam2edge.backends.torch_runner import TorchRunner
 from sam2edge.contract.artifacts import ARTIFACTS, tolerance
+from sam2edge.contract.manifest import MANIFEST_NAME, onnx_dir, package_versions, read_manifest, sha256_file, spec_to_dict, write_manifest
 from sam2edge.contract.spec import ArtifactSpec, Dim
+from sam2edge.download import resolve_checkpoint
 from sam2edge.errors import ExportError
+from sam2edge.export.graph_opt import optimize_for_runtimes
+from sam2edge.export.trt_compat import assert_trt_compatible, check_graph
 from sam2edge.export.verify_data import verification_cases
 
 log = logging.getLogger(__name__)
@@ -124,7 +130,6 @@ def finalize_graph(path: Path, spec: ArtifactSpec) -> tuple[Any, dict[str, int]]
     (static ints, spec dim names), check and save in place. Returns (model, rewrite counts)."""
     import onnx
 
-    from sam2edge.export.graph_opt import optimize_for_runtimes
 
     model = onnx.load(str(path))
     rewrites = optimize_for_runtimes(model)
@@ -170,8 +175,6 @@ def verify_artifact(
     largest |value| of the PyTorch output}, "cases": [bound dims per case]};
     raises ExportError naming every output beyond its tolerance.
     """
-    from sam2edge.backends.onnxruntime_runner import OnnxRuntimeRunner
-    from sam2edge.backends.torch_runner import TorchRunner
 
     ort_runner = OnnxRuntimeRunner(spec, path, threads=threads)
     torch_runner = TorchRunner(spec, wrapper)
@@ -201,8 +204,6 @@ def export_artifact(
     progress: Progress,
 ) -> dict[str, Any]:
     """Export, check and verify one artifact into ``out_dir/<name>.onnx``; its manifest entry."""
-    from sam2edge.contract.manifest import sha256_file, spec_to_dict
-    from sam2edge.export.trt_compat import assert_trt_compatible, check_graph
     from sam2edge.model.wrappers import build_wrapper
 
     spec = ARTIFACTS[name]
@@ -242,7 +243,6 @@ def export_model(
     temporary folder and moved in only after every artifact verified; an existing manifest
     for the same checkpoint keeps its other artifacts. Returns the manifest path.
     """
-    from sam2edge.contract.manifest import read_manifest, write_manifest
 
     settings = settings or ExportSettings()
     progress = progress or log.info
@@ -275,7 +275,6 @@ def manifest_header(model: Any, checkpoint: dict[str, Any], settings: ExportSett
     """Everything in manifest.json except the per-artifact entries."""
     import datetime
 
-    from sam2edge.contract.manifest import package_versions
 
     cfg = model.cfg
     exporter = "torch.onnx (TorchScript, dynamo=False)" if settings.exporter == "legacy" else "torch.onnx (dynamo)"
@@ -318,8 +317,6 @@ def host_constants(model: Any) -> dict[str, Any]:
 
 
 def _previous_entries(out_dir: Path, sha: str | None, read: Callable) -> dict[str, Any]:
-    from sam2edge.contract.manifest import MANIFEST_NAME
-
     if not (out_dir / MANIFEST_NAME).is_file():
         return {}
     try:
@@ -345,8 +342,6 @@ def export_checkpoint(
     """
     import torch
 
-    from sam2edge.contract.manifest import onnx_dir, sha256_file
-    from sam2edge.download import resolve_checkpoint
     from sam2edge.model import build_model
     from sam2edge.model.checkpoint import load_checkpoint
 

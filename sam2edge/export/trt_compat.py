@@ -29,6 +29,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from sam2edge.contract.spec import Dim
 from sam2edge.errors import ExportError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -240,8 +241,6 @@ def _check_shape_tensors(graph: onnx.GraphProto, report: CompatReport) -> None:
 
 
 def _check_io(graph: onnx.GraphProto, spec: ArtifactSpec, report: CompatReport) -> None:
-    from sam2edge.contract.spec import Dim
-
     inits = {t.name for t in graph.initializer}
     for kind, actual, wanted in (
         ("input", [i for i in graph.input if i.name not in inits], spec.inputs),

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from sam2edge.processing.preprocess import preprocess_opencv
+
 
 def verification_images() -> list[np.ndarray]:
     """Three HWC RGB uint8 images of different sizes and aspect ratios."""
@@ -38,9 +40,8 @@ def _features(model: Any, images: Sequence[np.ndarray]) -> tuple[np.ndarray, dic
     """Preprocessed batch [B,3,1024,1024] and the PyTorch image features of every image."""
     import torch
 
-    from sam2edge.processing.preprocess import preprocess_numpy
 
-    batch = np.concatenate([preprocess_numpy(im) for im in images], axis=0)
+    batch = np.concatenate([preprocess_opencv(im) for im in images], axis=0)
     with torch.no_grad():
         feats = model.encode_image(torch.from_numpy(batch))
     return batch, {k: v.numpy() for k, v in feats._asdict().items()}

@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 from sam2edge.config import REGISTRY, ModelConfig, get_config
 from sam2edge.download import default_cache_dir, download_checkpoint, resolve_checkpoint, sha256_file
 from sam2edge.errors import CheckpointError
+from sam2edge.model import build_model
+from sam2edge.model.testing import randomize_parameters
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -52,7 +54,6 @@ def _build(cfg: ModelConfig, device: str) -> torch.nn.Module:
     """Our network for ``cfg``, constructed on ``device`` ("meta": no memory, no init)."""
     import torch
 
-    from sam2edge.model import build_model
 
     with torch.device(device):
         return build_model(cfg)
@@ -266,7 +267,6 @@ def write_random_checkpoint(path: str | os.PathLike, name_or_cfg: str | ModelCon
     """
     import torch
 
-    from sam2edge.model.testing import randomize_parameters
 
     cfg = name_or_cfg if isinstance(name_or_cfg, ModelConfig) else get_config(name_or_cfg)
     model = randomize_parameters(_build(cfg, "cpu"), seed)

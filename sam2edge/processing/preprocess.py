@@ -1,13 +1,21 @@
-"""Image input checks, SAM2 pre-processing and image hashing, with torch optional.
+"""Image input checks, SAM2 pre-processing and image hashing: numpy, OpenCV and (optionally) Pillow.
 
-SAM2's image predictor stretches the image to 1024x1024 (no letterbox) with bilinear,
-antialiased resampling of the /255 float image (torch ``F.interpolate(mode="bilinear",
-antialias=True)``), then normalises with the ImageNet mean and std.
+The official package pre-processes still images and video frames differently, and sam2edge
+names the choice the same way for both, ``preprocessing="auto" | "exact" | "opencv"``:
 
-* ``preprocess_torch`` runs exactly those torch operations (bit-exact on CPU).
-* ``preprocess_numpy`` needs only numpy + OpenCV (``sam2edge.processing.resize``): torch's
-  filter reproduced, agreeing to float rounding (about 1e-6 after normalisation), where
-  OpenCV's INTER_AREA / INTER_LINEAR alone differ by up to 0.9 / 1.9 on a noise image.
+* **image** (``SAM2ImagePredictor``): stretch to 1024x1024 (no letterbox) with bilinear,
+  antialiased resampling of the /255 float image (torch ``F.interpolate(mode="bilinear",
+  antialias=True)``), then the ImageNet mean/std. ``"exact"`` runs those torch operations
+  (bit-exact on CPU; :func:`sam2edge.model.preprocess.preprocess_torch`, needs torch);
+  ``"opencv"`` is :func:`preprocess_opencv` here, torch's filter reproduced with numpy + OpenCV
+  (``sam2edge.processing.resize``), equal to float rounding (~1e-6 after normalisation).
+* **video** (``SAM2VideoPredictor``'s frame loader): PIL ``resize((1024, 1024))`` (bicubic) of
+  the uint8 frame, /255 in float64, float32 normalisation. ``"exact"`` is :func:`preprocess_pil`
+  (bit-exact, needs Pillow); ``"opencv"`` uses the image pipeline above (numpy + OpenCV only).
+* ``"auto"``: ``"exact"`` where its library (torch for images, Pillow for video) is installed.
+
+``"pil"`` and ``"numpy"`` (the video API's former names) are accepted for ``"exact"`` and
+``"opencv"``. The runtime picks the function per kind (:mod:`sam2edge.runtime.preprocessing`).
 """
 
 from __future__ import annotations
@@ -45,12 +53,12 @@ def to_rgb_uint8(image: Any, input_color_format: str | None = None, name: str = 
     if hasattr(image, "mode") and hasattr(image, "convert") and not isinstance(image, np.ndarray):
         if image.mode != "RGB":
             raise InputError(f"{name} is a PIL image in mode {image.mode!r}; expected 'RGB' (use image.convert('RGB'))")
-        return _flip(_check_hwc_uint8(np.asarray(image), name), fmt or "rgb")
+        return _flip(check_hwc_uint8(np.asarray(image), name), fmt or "rgb")
     if not isinstance(image, np.ndarray):
         raise InputError(
             f"{name} must be a numpy array (HWC uint8) or a torch tensor (CHW), got {type(image).__name__}"
         )
-    return _flip(_check_hwc_uint8(image, name), fmt or "bgr")
+    return _flip(check_hwc_uint8(image, name), fmt or "bgr")
 
 
 def to_rgb_uint8_list(images: Any, input_color_format: str | None = None, name: str = "images") -> list[np.ndarray]:
@@ -96,7 +104,7 @@ def _channel_error(name: str, channels: int, layout: str) -> InputError:
     return InputError(f"{name} must have 3 color channels ({layout}), got {channels}")
 
 
-def _check_hwc_uint8(image: np.ndarray, name: str) -> np.ndarray:
+def check_hwc_uint8(image: np.ndarray, name: str) -> np.ndarray:
     shape = tuple(image.shape)
     if image.ndim == 2:
         raise _channel_error(name, 1, "HxW")
@@ -117,8 +125,7 @@ def _check_hwc_uint8(image: np.ndarray, name: str) -> np.ndarray:
 
 
 def _torch_to_hwc_uint8(t: Any, name: str) -> np.ndarray:
-    import torch
-
+    """A torch tensor (already imported by the caller) -> HWC uint8, through tensor methods only."""
     shape = tuple(t.shape)
     if t.ndim == 4:
         if shape[0] != 1:
@@ -132,26 +139,39 @@ def _torch_to_hwc_uint8(t: Any, name: str) -> np.ndarray:
         raise InputError(f"{name} is empty (shape {shape})")
     if t.shape[0] != 3:
         raise _channel_error(name, int(t.shape[0]), "CHW")
-    t = t.detach()
-    if t.dtype == torch.uint8:
-        return t.permute(1, 2, 0).cpu().numpy()
+    if str(t.dtype) == "torch.uint8":
+        return np.ascontiguousarray(t.detach().cpu().numpy().transpose(1, 2, 0))
     if not t.is_floating_point():
         raise InputError(f"{name} must be a uint8 tensor or a float tensor in [0, 1], got dtype {t.dtype}")
-    t = t.float()
-    if not bool(torch.isfinite(t).all()):
+    arr = t.detach().float().cpu().numpy()
+    if not np.isfinite(arr).all():
         raise InputError(f"{name} contains NaN or inf values")
-    lo, hi = float(t.min()), float(t.max())
+    lo, hi = float(arr.min()), float(arr.max())
     if lo < 0.0 or hi > 1.0:
         raise InputError(
             f"float {name} must hold values in [0, 1], got [{lo:.4g}, {hi:.4g}] (divide by 255, or pass uint8)"
         )
-    return (t * 255.0).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    return np.ascontiguousarray((arr * np.float32(255.0)).round().astype(np.uint8).transpose(1, 2, 0))
 
 
 # -- pre-processing --------------------------------------------------------------------
-def preprocess_numpy(rgb: np.ndarray, size: int = INPUT_SIZE) -> np.ndarray:
-    """HWC RGB uint8 -> [1,3,size,size] float32 (ImageNet-normalised), numpy + OpenCV only."""
-    rgb = _check_hwc_uint8(np.asarray(rgb), "rgb")
+MODES = ("auto", "exact", "opencv")
+_ALIASES = {"pil": "exact", "numpy": "opencv"}  # the video API's former names
+
+
+def parse_mode(mode: Any, name: str = "preprocessing") -> str:
+    """``"auto" | "exact" | "opencv"`` (or a former alias), else InputError naming ``name``."""
+    value = _ALIASES.get(mode, mode) if isinstance(mode, str) else mode
+    if value not in MODES:
+        raise InputError(f"{name} must be one of {MODES}, got {mode!r}")
+    return value
+
+
+def preprocess_opencv(rgb: np.ndarray, size: int = INPUT_SIZE) -> np.ndarray:
+    """HWC RGB uint8 -> [1,3,size,size] float32 (ImageNet-normalised), numpy + OpenCV only.
+
+    The image predictor's pipeline (antialiased bilinear stretch of the /255 image)."""
+    rgb = check_hwc_uint8(np.asarray(rgb), "rgb")
     x = resize_antialias(rgb.astype(np.float32) / np.float32(255.0), size, size)
     out = np.empty((1, 3, size, size), dtype=np.float32)
     for c, plane in enumerate(cv2.split(x)):
@@ -160,24 +180,20 @@ def preprocess_numpy(rgb: np.ndarray, size: int = INPUT_SIZE) -> np.ndarray:
     return out
 
 
-def preprocess_torch(rgb: Any, device: Any = "cpu", size: int = INPUT_SIZE) -> Any:
-    """HWC RGB uint8 (numpy or torch) -> [1,3,size,size] float32 torch tensor on ``device``.
+def preprocess_pil(rgb: np.ndarray, size: int = INPUT_SIZE) -> np.ndarray:
+    """HWC RGB uint8 -> [1,3,size,size] float32: the official video frame loader, bit-exact.
 
-    The official operations, in order: /255, ``F.interpolate(bilinear, antialias=True)``,
-    (x - mean) / std. Bit-exact with the official predictor on CPU; the uint8 image is
-    moved to ``device`` first, so a GPU does the arithmetic (rounding may differ there).
+    PIL bicubic resize of the uint8 frame, /255 in float64, then float32 normalisation. Needs Pillow.
     """
-    import torch
-    from torch.nn import functional as F
-
-    t = rgb if isinstance(rgb, torch.Tensor) else torch.from_numpy(_check_hwc_uint8(np.asarray(rgb), "rgb"))
-    if t.ndim != 3 or t.shape[2] != 3 or t.dtype != torch.uint8:
-        raise InputError(f"rgb must be an HxWx3 uint8 tensor, got shape {tuple(t.shape)} dtype {t.dtype}")
-    x = t.to(device).permute(2, 0, 1).float().div(255.0)[None]
-    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
-    return (x - mean) / std
+    try:
+        from PIL import Image
+    except ImportError as exc:
+        raise InputError("preprocessing='exact' for video frames needs Pillow (pip install pillow); "
+                         "or use preprocessing='opencv'") from exc
+    rgb = check_hwc_uint8(np.asarray(rgb), "rgb")
+    resized = np.asarray(Image.fromarray(rgb).resize((size, size), Image.Resampling.BICUBIC))
+    x = (resized / 255.0).astype(np.float32).transpose(2, 0, 1)
+    return ((x - _MEAN32.reshape(3, 1, 1)) / _STD32.reshape(3, 1, 1))[None]
 
 
 # -- hashing ---------------------------------------------------------------------------

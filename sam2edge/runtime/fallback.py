@@ -24,6 +24,10 @@ from typing import Any
 import numpy as np
 
 from sam2edge.backends.base import Runner
+from sam2edge.backends.onnxruntime_runner import make_onnxruntime_runners
+from sam2edge.backends.tensorrt_runner import make_tensorrt_runners
+from sam2edge.backends.torch_runner import make_torch_runners
+from sam2edge.config import resolve_name
 from sam2edge.engines.fingerprint import DeviceDescription, Installed, engine_fingerprint, probe_device, probe_installed
 from sam2edge.engines.store import EngineStore, OnnxSet
 from sam2edge.errors import BackendRuntimeError, BackendUnavailableError, EngineMismatchError
@@ -194,21 +198,16 @@ class RunnerFactory:
 
     def _make(self, cand: Candidate) -> dict[str, Runner]:
         if cand.backend == "tensorrt":
-            from sam2edge.backends.tensorrt_runner import make_tensorrt_runners
-
             engines = next(e for e in self.store.engine_sets(self.onnx) if str(e.dir) == cand.engine_dir)
             return make_tensorrt_runners(self.store, engines, _index(cand.device), self.artifacts)
         if cand.backend.startswith("onnxruntime"):
             return self._onnxruntime(cand)
         if self.torch_loader is None:
             raise BackendUnavailableError("no PyTorch model loader was given")
-        from sam2edge.backends.torch_runner import make_torch_runners
 
         return make_torch_runners(self.torch_loader(cand.device), cand.device, artifacts=self.artifacts)
 
     def _onnxruntime(self, cand: Candidate) -> dict[str, Runner]:
-        from sam2edge.backends.onnxruntime_runner import make_onnxruntime_runners
-
         if self.onnx is None:
             raise BackendUnavailableError("no ONNX export to run with onnxruntime")
         if cand.device == "cpu":
@@ -244,7 +243,6 @@ def open_backends(name: str, *, backend: str = "auto", device: str = "auto", bat
     ``torch_loader(device)`` returns the PyTorch model (PyTorch candidates are excluded without one).
     ``described`` replaces probing (a recorded machine); the runners are still real.
     """
-    from sam2edge.config import resolve_name
 
     store = EngineStore(store_root)
     try:

@@ -12,7 +12,12 @@ import os
 from pathlib import Path
 from typing import Any
 
+from sam2edge.config import get_config, resolve_name
+from sam2edge.contract.manifest import read_manifest
+from sam2edge.download import sha256_file
+from sam2edge.engines.store import EngineStore
 from sam2edge.errors import BackendUnavailableError, InputError
+from sam2edge.runtime.fallback import open_backends
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +37,6 @@ def local_checkpoint(name_or_path: str) -> Path | None:
     used as they are, without the published-hash check; the variant is still detected from
     the file's keys and must be the one asked for.
     """
-    from sam2edge.config import resolve_name
 
     folder = os.environ.get("SAM2EDGE_MODELS_DIR")
     if not folder:
@@ -47,7 +51,6 @@ def local_checkpoint(name_or_path: str) -> Path | None:
 
 def load_torch_model(name_or_path: str, device: str = "cpu"):
     """Checkpoint path or variant name -> (SAM2Model on device, ModelConfig, checkpoint path)."""
-    from sam2edge.config import resolve_name
     from sam2edge.model import build_model
     from sam2edge.model.checkpoint import load_checkpoint, resolve_checkpoint
 
@@ -64,7 +67,6 @@ def load_torch_model(name_or_path: str, device: str = "cpu"):
 def load_predictor(cls: type, model_name_or_path: str, backend: str = "auto", device: str | None = None,
                    strict: bool = False, engines_dir: str | None = None, video: bool = False, **kwargs: Any):
     """See SAM2.from_pretrained."""
-    from sam2edge.runtime.fallback import open_backends
 
     if backend not in BACKENDS:
         raise InputError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -83,17 +85,13 @@ def load_predictor(cls: type, model_name_or_path: str, backend: str = "auto", de
 
 def _resolve_source(target: str, backend: str, strict: bool, engines_dir: str | None):
     """-> (name for the store, ModelConfig, torch loader or None, backend, strict)."""
-    from sam2edge.config import get_config, resolve_name
-    from sam2edge.engines.store import EngineStore
 
     path = Path(target)
     if path.is_dir():  # an exported folder: ONNX Runtime / TensorRT only
-        from sam2edge.contract.manifest import read_manifest
 
         onnx_dir = path / "onnx" if (path / "onnx").is_dir() else path
         return str(path), get_config(read_manifest(onnx_dir)["variant"]), None, backend, strict
     if path.is_file():  # a checkpoint: use an export only if it was made from this very file
-        from sam2edge.download import sha256_file
         from sam2edge.model.checkpoint import load_checkpoint
 
         _, cfg = load_checkpoint(path)

@@ -10,9 +10,9 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from sam2edge.contract.manifest import write_manifest
 from sam2edge.engines.fingerprint import DeviceDescription, EngineFingerprint, Installed
 from sam2edge.engines.store import ENGINE_FORMAT, rebuild_command
-from sam2edge.contract.manifest import write_manifest
 
 MiB = 2**20
 GiB = 2**30

@@ -7,12 +7,12 @@ import logging
 import numpy as np
 import pytest
 
-from sam2edge.runtime.fallback import BackendSet, RunnerFactory, open_backends
+from sam2edge.backends.base import Runner
 from sam2edge.engines.fingerprint import probe_device, probe_installed
-from sam2edge.runtime.selection import Request, Sources, decide
 from sam2edge.engines.store import EngineStore
 from sam2edge.errors import BackendRuntimeError, BackendUnavailableError
-from sam2edge.backends.base import Runner
+from sam2edge.runtime.fallback import BackendSet, RunnerFactory, open_backends
+from sam2edge.runtime.selection import Request, Sources, decide
 
 torch = pytest.importorskip("torch", reason="the PyTorch backend is the real runner these tests fall back to")
 ARTS = ("image_encoder", "prompt_decoder")

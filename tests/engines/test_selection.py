@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from sam2edge.runtime.fallback import gather_sources
 from sam2edge.engines.fingerprint import probe_device, probe_installed
-from sam2edge.runtime.selection import BACKEND_ORDER, EngineOption, Request, Sources, decide
 from sam2edge.engines.store import EngineStore
+from sam2edge.runtime.fallback import gather_sources
+from sam2edge.runtime.selection import BACKEND_ORDER, EngineOption, Request, Sources, decide
 from tests.engines.recorded import (
     JETSON_INSTALLED,
     JETSON_ORIN_NANO,

@@ -6,9 +6,9 @@ import hashlib
 
 import pytest
 
+from sam2edge.contract.manifest import read_manifest, write_manifest
 from sam2edge.engines.store import EngineStore
 from sam2edge.errors import EngineMismatchError
-from sam2edge.contract.manifest import read_manifest, write_manifest
 from tests.engines.recorded import (
     JETSON_INSTALLED,
     JETSON_ORIN_NANO,

@@ -8,9 +8,9 @@ import shlex
 import numpy as np
 import pytest
 
-from sam2edge.engines.precision import precision_policy
-from sam2edge.engines import tensorrt as trtb
 from sam2edge.contract.artifacts import ARTIFACTS
+from sam2edge.engines import tensorrt as trtb
+from sam2edge.engines.precision import precision_policy
 
 onnx = pytest.importorskip("onnx", reason="the precision policy is derived from ONNX graphs")
 

@@ -36,7 +36,7 @@ def test_cuda_python_without_driver_is_unavailable():
 def test_tensorrt_runner_without_tensorrt_is_unavailable():
     if importlib.util.find_spec("tensorrt") is not None:
         pytest.skip("TensorRT is installed here")
-    from sam2edge.backends.tensorrt_runner import import_tensorrt
+    from sam2edge.backends.lazy import import_tensorrt
 
     with pytest.raises(BackendUnavailableError, match="tensorrt"):
         import_tensorrt()
@@ -70,11 +70,11 @@ def test_device_memory_round_trip(prefer):
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_build_load_and_verify_engines(tmp_path, exported_graphs, precision):
     pytest.importorskip("onnxruntime")
+    from sam2edge.backends.tensorrt_runner import make_tensorrt_runners
+    from sam2edge.contract.artifacts import ARTIFACTS
     from sam2edge.engines.build import build_engines
     from sam2edge.engines.store import EngineStore
     from sam2edge.engines.verify import compare_outputs
-    from sam2edge.contract.artifacts import ARTIFACTS
-    from sam2edge.backends.tensorrt_runner import make_tensorrt_runners
 
     onnx_dir = tmp_path / exported_graphs.parent.name / "onnx"
     shutil.copytree(exported_graphs, onnx_dir)

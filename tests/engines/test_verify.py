@@ -35,8 +35,8 @@ def test_point_grid_is_deterministic_and_valid():
 
 def test_chained_verification_runs_every_artifact():
     torch = pytest.importorskip("torch", reason="the reference runners here are PyTorch")
-    from sam2edge.model import build_model
     from sam2edge.backends.torch_runner import make_torch_runners
+    from sam2edge.model import build_model
     from sam2edge.model.testing import randomize_parameters
 
     torch.set_num_threads(2)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from sam2edge.errors import InputError
-from sam2edge.processing.preprocess import image_hash, preprocess_numpy, preprocess_torch, to_rgb_uint8, to_rgb_uint8_list
+from sam2edge.processing.preprocess import image_hash, preprocess_opencv, to_rgb_uint8, to_rgb_uint8_list
 from sam2edge.processing.resize import antialias_weights
 
 RNG = np.random.default_rng(0)
@@ -22,7 +22,7 @@ def test_importing_preprocess_needs_no_torch():
     code = (
         "import sys, numpy as np, sam2edge.cache; from sam2edge.processing import preprocess, postprocess; "
         "from sam2edge.runtime.image import cache; "
-        "preprocess.preprocess_numpy(np.zeros((8, 8, 3), np.uint8)); assert 'torch' not in sys.modules"
+        "preprocess.preprocess_opencv(np.zeros((8, 8, 3), np.uint8)); assert 'torch' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
 
@@ -108,6 +108,7 @@ def test_antialias_weights_are_normalised_triangles():
 
 def test_preprocess_torch_is_bit_exact():
     pytest.importorskip("torch", reason="torch not installed: exact path not tested")
+    from sam2edge.model.preprocess import preprocess_torch
     from tests.oracle import preprocess_exact, test_images
 
     images = dict(test_images())
@@ -124,7 +125,7 @@ def _naive(img: np.ndarray, interpolation: int) -> np.ndarray:
     return ((x - mean) / std).transpose(2, 0, 1)[None]
 
 
-def test_preprocess_numpy_matches_exact():
+def test_preprocess_opencv_matches_exact():
     """OpenCV/numpy path vs the official torch transform; bound: max 5e-6, mean 5e-7."""
     pytest.importorskip("torch", reason="torch not installed: no reference to compare with")
     from tests.oracle import preprocess_exact, test_images
@@ -140,20 +141,20 @@ def test_preprocess_numpy_matches_exact():
     for name, img in images.items():
         ref = preprocess_exact(img).numpy()
         t0 = time.perf_counter()
-        out = preprocess_numpy(img)
+        out = preprocess_opencv(img)
         ms = (time.perf_counter() - t0) * 1e3
         assert out.shape == (1, 3, 1024, 1024) and out.dtype == np.float32
         diff = np.abs(out - ref)
         area = np.abs(_naive(img, cv2.INTER_AREA) - ref).max()
         linear = np.abs(_naive(img, cv2.INTER_LINEAR) - ref).max()
         print(
-            f"preprocess_numpy {name:12s} {str(img.shape):16s} max {diff.max():.2e} mean {diff.mean():.2e} "
+            f"preprocess_opencv {name:12s} {str(img.shape):16s} max {diff.max():.2e} mean {diff.mean():.2e} "
             f"({ms:.0f} ms) | plain cv2 INTER_AREA max {area:.2e}, INTER_LINEAR max {linear:.2e}"
         )
         assert diff.max() <= 5e-6 and diff.mean() <= 5e-7, name
 
 
-def test_preprocess_numpy_matches_pillow_without_torch():
+def test_preprocess_opencv_matches_pillow_without_torch():
     """Torch-free reference: Pillow's float ("F") BILINEAR resize is the same antialiased
     triangle filter (torch's implementation follows Pillow's)."""
     Image = pytest.importorskip("PIL.Image", reason="pillow not installed")
@@ -163,14 +164,14 @@ def test_preprocess_numpy_matches_pillow_without_torch():
         x = img.astype(np.float32) / np.float32(255.0)
         planes = [np.asarray(Image.fromarray(x[..., c].copy()).resize((1024, 1024), Image.BILINEAR)) for c in range(3)]
         ref = ((np.stack(planes) - mean[:, None, None]) / std[:, None, None])[None]
-        diff = np.abs(preprocess_numpy(img) - ref)
-        print(f"\npreprocess_numpy vs Pillow {shape}: max {diff.max():.2e} mean {diff.mean():.2e}")
+        diff = np.abs(preprocess_opencv(img) - ref)
+        print(f"\npreprocess_opencv vs Pillow {shape}: max {diff.max():.2e} mean {diff.mean():.2e}")
         assert diff.max() <= 5e-6 and diff.mean() <= 5e-7
 
 
-def test_preprocess_numpy_rejects_bad_input():
+def test_preprocess_opencv_rejects_bad_input():
     with pytest.raises(InputError, match="rgb"):
-        preprocess_numpy(np.zeros((4, 4), np.uint8))
+        preprocess_opencv(np.zeros((4, 4), np.uint8))
 
 
 # -- hashing ---------------------------------------------------------------------------

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from sam2edge.errors import VideoError
+from sam2edge.runtime.preprocessing import make_preprocess
 from sam2edge.runtime.video import FolderSource, IterableSource, SequenceSource, VideoFileSource, open_source
-from sam2edge.runtime.video.frames import EndOfVideo, make_preprocess
+from sam2edge.runtime.video.frames import EndOfVideo
 from sam2edge.runtime.video.storage import bfloat16_bits_to_float32, float32_to_bfloat16_bits, store
 from tests.video.clip import make_clip
 
@@ -82,10 +83,10 @@ def test_pil_preprocessing_is_the_official_video_loader(tmp_path):
     ref[0] = img
     ref -= torch.tensor([0.485, 0.456, 0.406])[:, None, None]
     ref /= torch.tensor([0.229, 0.224, 0.225])[:, None, None]
-    ours = make_preprocess("pil")(frame)
+    ours = make_preprocess("exact", "video")(frame)
     print(f"\npil preprocessing max diff vs official loader: {np.abs(ours - ref.numpy()).max():.1e}")
     np.testing.assert_array_equal(ours, ref.numpy())
-    assert make_preprocess("numpy")(frame).shape == (1, 3, 1024, 1024)
+    assert make_preprocess("opencv", "video")(frame).shape == (1, 3, 1024, 1024)
 
 
 def test_bfloat16_storage_matches_torch():

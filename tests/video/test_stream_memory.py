@@ -47,7 +47,7 @@ def test_long_stream_memory_is_flat(length):
     model = FakeModel()
     frames = _frames(length)
     live = stream(model, next(frames), {1: {"box": [2, 2, 10, 10]}, 2: {"points": [[12, 12]], "labels": [1]}},
-                  input_color_format="rgb", preprocessing="numpy")
+                  input_color_format="rgb", preprocessing="opencv")
     tracemalloc.start()
     checkpoints = {}
     steady = [np.inf, -np.inf]  # min / max bank bytes after frame 100 (no per-frame list: it would grow)
@@ -91,7 +91,7 @@ def test_real_runner_stream_bank_plateaus():
     net = randomize_parameters(build_model("sam2.1_hiera_tiny"), 0)
     model = SAM2(make_torch_runners(net, "cpu"), get_config("sam2.1_hiera_tiny"))
     frames = _frames(23, 32)
-    live = stream(model, next(frames), {1: {"box": [4, 4, 20, 20]}}, input_color_format="rgb", preprocessing="numpy")
+    live = stream(model, next(frames), {1: {"box": [4, 4, 20, 20]}}, input_color_format="rgb", preprocessing="opencv")
     sizes, entries = [], []
     for frame in frames:
         live.track(frame)

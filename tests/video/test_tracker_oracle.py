@@ -15,7 +15,7 @@ difference of the 256x256 logits (stated tolerance: 1e-3; measured about 1e-5).
 What is matched, and how:
 
 * frames: both read the same JPEG files; ours gets them decoded by PIL (as the official) and
-  pre-processes with ``preprocessing="pil"``, bit-exact with the official loader;
+  pre-processes with ``preprocessing="exact"``, bit-exact with the official loader;
 * memory features: both store bfloat16 (ours rounds exactly as torch does);
 * hole filling: the official ``fill_hole_area=8`` needs the CUDA extension ``sam2._C``; without
   it (any CPU install) the official skips the step with a warning, so ours runs with
@@ -132,7 +132,7 @@ def _check(name: str, backend: str, mine, ref) -> None:
 
 
 def _our_tracker(pred, frames):
-    return pred.track(frames, input_color_format="rgb", preprocessing="pil",
+    return pred.track(frames, input_color_format="rgb", preprocessing="exact",
                       fill_hole_area=8 if _has_cuda_extension() else 0)
 
 

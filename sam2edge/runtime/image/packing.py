@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from sam2edge.backends import lazy
 from sam2edge.errors import InputError
 from sam2edge.runtime.image.lru import is_torch_tensor, nbytes_of
 
@@ -123,8 +124,7 @@ class ArrayPacker:
         return PackedArray(view)
 
     def _pack_torch(self, x: Any) -> PackedArray:
-        import torch
-
+        torch = lazy.import_torch("caching torch tensors")
         t = x.detach()
         dtype = device = None
         if (
@@ -158,8 +158,7 @@ def _fits_fp16(abs_max: float) -> bool:
 
 def _to_host(t: Any) -> Any:
     """Copy a device tensor to CPU, into pinned (page-locked) memory when CUDA is available."""
-    import torch
-
+    torch = lazy.import_torch("caching torch tensors")
     if torch.cuda.is_available():
         try:
             host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from sam2edge.backends import lazy
 from sam2edge.backends.base import Runner
 from sam2edge.config import ModelConfig
 from sam2edge.errors import InputError, UnknownImageHashError
@@ -21,6 +22,9 @@ from sam2edge.processing import postprocess, preprocess
 from sam2edge.processing.masks import select_masks
 from sam2edge.runtime.image.prompts import ImagePrompts, build_image_prompts, per_image
 from sam2edge.runtime.image.types import SAM2ImageEmbeddings, SAM2Prediction
+from sam2edge.runtime.loading import load_predictor
+from sam2edge.runtime.preprocessing import make_preprocess, resolve_mode
+from sam2edge.runtime.video import stream, track
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +55,8 @@ class SAM2:
         self.config = config
         self._sam2_image_embeddings_cache = sam2_image_embeddings_cache
         self._sam2_low_resolution_masks_cache = sam2_low_resolution_masks_cache
-        self.preprocessing = _resolve_preprocessing(preprocessing)
+        self.preprocessing = resolve_mode(preprocessing, "image")
+        self._preprocess = make_preprocess(self.preprocessing, "image", config.image_size)
         self.max_batch_size = max_batch_size
         self._backend = backend
         self.max_hole_area = max_hole_area
@@ -67,7 +72,6 @@ class SAM2:
         ``engines_dir``, ``sam2_image_embeddings_cache``, ``sam2_low_resolution_masks_cache``,
         ``preprocessing`` ("auto" | "exact" | "opencv"), ``max_hole_area``, ``max_sprinkle_area``.
         """
-        from sam2edge.runtime.loading import load_predictor
 
         return load_predictor(cls, model_name_or_path, **kwargs)
 
@@ -85,13 +89,11 @@ class SAM2:
     # -- video -----------------------------------------------------------------------------
     def track(self, source: Any, **kwargs: Any) -> Any:
         """A video tracker over ``source`` (video file, folder of frames, or iterable of frames)."""
-        from sam2edge.runtime.video import track
 
         return track(self, source, **kwargs)
 
     def stream(self, first_frame: Any, prompts: Any = None, **kwargs: Any) -> Any:
         """Live tracking: ``stream.track(frame) -> masks``, one frame at a time, bounded memory."""
-        from sam2edge.runtime.video import stream
 
         return stream(self, first_frame, prompts, **kwargs)
 
@@ -134,11 +136,6 @@ class SAM2:
             for i in todo:
                 cache.save_embeddings(key=hashes[i], embeddings=found[i])
         return result
-
-    def _preprocess(self, rgb: np.ndarray) -> np.ndarray:
-        if self.preprocessing == "exact":
-            return preprocess.preprocess_torch(rgb).cpu().numpy()
-        return preprocess.preprocess_numpy(rgb)
 
     # -- prompts -> masks ------------------------------------------------------------------
     def segment_images(
@@ -263,18 +260,6 @@ class SAM2:
         self._sam2_low_resolution_masks_cache.save(image_hash, prm.serialized, best_low_res[0])
 
 
-def _resolve_preprocessing(mode: str) -> str:
-    if mode not in ("auto", "exact", "opencv"):
-        raise InputError(f"preprocessing must be 'auto', 'exact' or 'opencv', got {mode!r}")
-    if mode != "auto":
-        return mode
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        return "opencv"
-    return "exact"
-
-
 def _as_rgb_list(images: Any, color_format: str | None) -> list[np.ndarray]:
     fmt = (color_format or "bgr").lower()
     if fmt not in ("bgr", "rgb"):
@@ -304,6 +289,5 @@ def _hashes(rgbs: list[np.ndarray], image_hashes: str | Sequence[str] | None) ->
 def _to_output(pred: SAM2Prediction, output: str) -> SAM2Prediction:
     if output == "numpy":
         return pred
-    import torch
-
+    torch = lazy.import_torch("output='torch'")
     return SAM2Prediction(*(torch.from_numpy(np.ascontiguousarray(a)) for a in (pred.masks, pred.scores, pred.logits)))

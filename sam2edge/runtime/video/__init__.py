@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sam2edge.backends.torch_runner import make_torch_runners
 from sam2edge.runtime.video.bank import MemoryPolicy, MemorySelection, ObjectMemory
 from sam2edge.runtime.video.frames import (
     EndOfVideo,
@@ -72,8 +73,6 @@ def video_runners(model: Any) -> dict[str, Any]:
     decoder = runners.get("prompt_decoder")
     net = getattr(getattr(decoder, "module", None), "model", None)
     if missing and net is not None:
-        from sam2edge.backends.torch_runner import make_torch_runners
-
         runners.update(make_torch_runners(net, str(getattr(decoder, "device", "cpu")), artifacts=tuple(missing)))
         model.runners.update({a: runners[a] for a in missing})  # build once per predictor
     return runners

@@ -4,14 +4,7 @@ A source decodes one frame when asked and keeps none: a video file (OpenCV, or P
 installed), a folder of images, a sequence the caller already holds, a one-pass iterable
 (camera, generator), or frames pushed one at a time by a live stream. Every source returns
 HWC RGB uint8.
-
-Pre-processing (RGB uint8 -> [1,3,1024,1024] float32):
-
-* ``"pil"``: the official video loader — PIL ``resize((1024, 1024))`` (bicubic) of the uint8
-  frame, /255 in float64, then float32 ImageNet normalisation. Bit-exact with the official
-  predictor on the same pixels. Needs Pillow.
-* ``"numpy"``: the image predictor's antialiased bilinear stretch (numpy + OpenCV only).
-* ``"auto"``: ``"pil"`` when Pillow is installed, else ``"numpy"``.
+Pre-processing is :mod:`sam2edge.runtime.preprocessing` (``kind="video"``).
 """
 
 from __future__ import annotations
@@ -19,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -260,31 +253,3 @@ def open_source(source: Any, color_format: str = "bgr", num_frames: int | None =
     if isinstance(source, Iterable):
         return IterableSource(source, color_format, num_frames)
     raise InputError(f"cannot read frames from a {type(source).__name__}; give a path, a folder, a list or an iterable")
-
-
-def make_preprocess(mode: str, size: int = preprocess.INPUT_SIZE) -> Callable[[np.ndarray], np.ndarray]:
-    """RGB uint8 [H,W,3] -> [1,3,size,size] float32, per ``mode`` (see the module docstring)."""
-    if mode == "auto":
-        try:
-            import PIL  # noqa: F401
-        except ImportError:
-            mode = "numpy"
-        else:
-            mode = "pil"
-    if mode == "pil":
-        return lambda rgb: _preprocess_pil(rgb, size)
-    if mode == "numpy":
-        return lambda rgb: preprocess.preprocess_numpy(rgb, size)
-    raise InputError(f"preprocessing must be 'auto', 'pil' or 'numpy', got {mode!r}")
-
-
-_MEAN32 = np.array(preprocess.IMAGENET_MEAN, np.float32).reshape(3, 1, 1)
-_STD32 = np.array(preprocess.IMAGENET_STD, np.float32).reshape(3, 1, 1)
-
-
-def _preprocess_pil(rgb: np.ndarray, size: int) -> np.ndarray:
-    from PIL import Image
-
-    resized = np.asarray(Image.fromarray(rgb).resize((size, size), Image.Resampling.BICUBIC))
-    x = (resized / 255.0).astype(np.float32).transpose(2, 0, 1)
-    return ((x - _MEAN32) / _STD32)[None]

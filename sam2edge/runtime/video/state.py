@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from sam2edge.processing.postprocess import upsample_logits
 from sam2edge.runtime.video.storage import StoredTensor
 
 NO_OBJ_SCORE = -1024.0  # low-res logit of "object absent" (the official NO_OBJ_SCORE)
@@ -29,8 +30,9 @@ class VideoOptions:
         memory-attention profile (max memory frames - (num_maskmem - 1)). See bank.py.
     retention: "window" keeps only what later frames can attend to (bounded); "all" keeps
         every tracked frame's output like the official predictor (grows with the video).
-    preprocessing: "pil" (official video loader: PIL bicubic on uint8), "numpy" (the image
-        predictor's antialiased bilinear, numpy + OpenCV), "auto" = "pil" if Pillow is installed.
+    preprocessing: "exact" (the official video loader: PIL bicubic on uint8), "opencv" (the image
+        predictor's antialiased bilinear, numpy + OpenCV), "auto" = "exact" if Pillow is installed
+        (the same names as the image API; see sam2edge.processing.preprocess).
     input_color_format: channel order of numpy frames given by the caller ("bgr" like OpenCV
         frames, or "rgb"); files and folders are decoded by the sources themselves.
     num_frames: length of an iterable source when known (it sets the pointer normaliser
@@ -124,7 +126,6 @@ class FrameResult:
 
     def video_logits(self) -> np.ndarray:
         """[O,H,W] float32 logits at the video's resolution (bilinear, as the official)."""
-        from sam2edge.processing.postprocess import upsample_logits
 
         if not self.obj_ids:
             return np.zeros((0, *self.video_hw), np.float32)

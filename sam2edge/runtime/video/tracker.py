@@ -24,9 +24,10 @@ import numpy as np
 from sam2edge.config import ModelConfig
 from sam2edge.errors import InputError, VideoError
 from sam2edge.processing import postprocess
+from sam2edge.runtime.preprocessing import make_preprocess
 from sam2edge.runtime.video import mask_prompt
 from sam2edge.runtime.video.bank import MemoryPolicy, ObjectMemory
-from sam2edge.runtime.video.frames import EndOfVideo, FrameSource, make_preprocess
+from sam2edge.runtime.video.frames import EndOfVideo, FrameSource
 from sam2edge.runtime.video.runners import LOW_RES, VideoEngine, use_multimask
 from sam2edge.runtime.video.state import (
     NO_OBJ_SCORE,
@@ -58,7 +59,7 @@ class VideoTracker:
         self.config = config
         self.options = options
         self._host_constants = host_constants
-        self._preprocess = make_preprocess(options.preprocessing, config.image_size)
+        self._preprocess = make_preprocess(options.preprocessing, "video", config.image_size)
         auto_cap = min(engine.max_memory_frames - (config.num_maskmem - 1),
                        engine.max_obj_ptrs - (config.max_obj_ptrs_in_encoder - 1))
         cap = options.max_cond_frames if options.max_cond_frames is not None else max(1, auto_cap)

@@ -1,0 +1,89 @@
+"""The one place the optional heavy libraries are imported outside ``model/`` and ``export/``.
+
+torch, onnx, onnxruntime, TensorRT and the CUDA runtime bindings are imported on first use
+through these functions, so ``import sam2edge`` and the light runtime need none of them. A
+missing library raises :class:`~sam2edge.errors.BackendUnavailableError` with the install
+command; :func:`available` asks whether one is installed without importing it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from typing import Any
+
+from sam2edge.errors import BackendUnavailableError
+
+INSTALL_HINTS = {
+    "torch": "pip install 'sam2edge[torch]' (CPU-only machines: pip install torch --index-url "
+             "https://download.pytorch.org/whl/cpu)",
+    "onnx": "pip install 'sam2edge[export]'",
+    "onnxruntime": "pip install 'sam2edge[onnx]' (GPU boxes: 'sam2edge[onnx-gpu]')",
+    "tensorrt": "pip install 'sam2edge[tensorrt]'; on Jetson: apt install python3-libnvinfer",
+    "cuda": "pip install 'sam2edge[tensorrt]' (cuda-python)",
+}
+
+
+def available(module: str) -> bool:
+    """Whether ``module`` can be imported here (found on the path; not imported)."""
+    if module in sys.modules:
+        return sys.modules[module] is not None
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def loaded(module: str) -> Any | None:
+    """The module if something already imported it, else None (never imports)."""
+    return sys.modules.get(module)
+
+
+def _missing(module: str, purpose: str, exc: ImportError) -> BackendUnavailableError:
+    hint = INSTALL_HINTS.get(module.split(".")[0], f"pip install {module}")
+    return BackendUnavailableError(f"{purpose} needs {module}: {hint} ({exc})")
+
+
+# Plain import statements (not importlib) so that import-linter sees every heavy import in this file.
+def import_torch(purpose: str = "the PyTorch backend") -> Any:
+    try:
+        import torch
+    except ImportError as exc:
+        raise _missing("torch", purpose, exc) from exc
+    return torch
+
+
+def import_onnx(purpose: str = "reading ONNX graphs") -> Any:
+    try:
+        import onnx
+    except ImportError as exc:
+        raise _missing("onnx", purpose, exc) from exc
+    return onnx
+
+
+def import_onnxruntime(purpose: str = "the ONNX Runtime backend") -> Any:
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise _missing("onnxruntime", purpose, exc) from exc
+    return onnxruntime
+
+
+def import_tensorrt(purpose: str = "the TensorRT backend") -> Any:
+    try:
+        import tensorrt
+    except ImportError as exc:
+        raise _missing("tensorrt", purpose, exc) from exc
+    return tensorrt
+
+
+def import_cudart(purpose: str = "TensorRT device memory") -> Any:
+    """cuda-python's runtime module: ``cuda.bindings.runtime`` (cuda-bindings >= 12.6) or ``cuda.cudart``."""
+    try:
+        from cuda.bindings import runtime as cudart
+    except ImportError:
+        try:
+            from cuda import cudart  # type: ignore[no-redef]
+        except ImportError as exc:
+            raise _missing("cuda", purpose, exc) from exc
+    return cudart
