@@ -17,7 +17,7 @@ from typing import Any
 from sam2edge.backends import lazy
 from sam2edge.backends.onnxruntime_runner import make_onnxruntime_runners
 from sam2edge.backends.tensorrt_runner import TrtEngine, make_tensorrt_runners
-from sam2edge.contract.artifacts import ARTIFACTS
+from sam2edge.contract.artifacts import ARTIFACTS, Tensor
 from sam2edge.contract.manifest import MANIFEST_NAME, package_versions, sha256_file, write_manifest
 from sam2edge.engines import tensorrt as trtb
 from sam2edge.engines.fingerprint import (
@@ -118,7 +118,7 @@ def verify_engine_set(store: EngineStore, engines: EngineSet, onnx: OnnxSet, nam
         for r in (*candidate.values(), *reference.values()):
             r.deactivate()
     for name, outs in figures.items():
-        masks = outs.get("masks", {})
+        masks = outs.get(Tensor.MASKS, {})
         extra = f", mask IoU mean {masks['mask_iou_mean']:.4f} min {masks['mask_iou_min']:.4f}" if masks else ""
         worst = max(v["max_abs_diff"] for v in outs.values())
         say(f"  {name}: max abs diff {worst:.3g}{extra}")

@@ -29,8 +29,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from sam2edge.contract.artifacts import Artifact, Tensor
+
 DECODER_HEAD_DEPTH = 3
-DECODER_HEAD_OUTPUTS = ("masks", "iou_predictions", "object_score_logits")
+DECODER_HEAD_OUTPUTS = (Tensor.MASKS, Tensor.IOU_PREDICTIONS, Tensor.OBJECT_SCORE_LOGITS)
 WEIGHTED_OPS = frozenset({"MatMul", "Gemm", "Conv", "ConvTranspose"})
 SCORE_OPS = frozenset({"Mul", "Div", "Add", "Sub", "Where", "Cast", "Transpose", "Reshape"})
 UNARY_SCORE_OPS = frozenset({"Cast", "Transpose", "Reshape"})  # follow the data input only
@@ -110,7 +112,7 @@ def precision_policy(model: Any, artifact: str, precision: str) -> PrecisionPoli
         rules.setdefault(i, "layernorm")
     for i in _softmax_input_nodes(g):
         rules.setdefault(i, "softmax-input")
-    if artifact == "prompt_decoder":
+    if artifact == Artifact.PROMPT_DECODER:
         outputs = [o.name for o in model.graph.output if o.name in DECODER_HEAD_OUTPUTS]
         for i in _head_nodes(g, outputs, DECODER_HEAD_DEPTH):
             rules.setdefault(i, "decoder-head")

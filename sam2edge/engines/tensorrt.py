@@ -27,17 +27,18 @@ import numpy as np
 
 from sam2edge.backends import lazy
 from sam2edge.backends.tensorrt_runner import trt_logger
+from sam2edge.contract.artifacts import BATCH, NUM_MEMORY_FRAMES, NUM_OBJ_PTRS, NUM_OBJECTS, NUM_POINTS, NUM_PROMPTS, Artifact
 from sam2edge.contract.spec import ArtifactSpec
 from sam2edge.engines.precision import PrecisionPolicy, precision_policy
 from sam2edge.errors import EngineBuildError
 
 # Command-line limits -> the spec dims they bound.
 LIMIT_DIMS = {
-    "max_batch": ("batch", "num_objects"),
-    "max_prompts": ("num_prompts",),
-    "max_points": ("num_points",),
-    "max_memory_frames": ("num_memory_frames",),
-    "max_obj_ptrs": ("num_obj_ptrs",),
+    "max_batch": (BATCH.name, NUM_OBJECTS.name),
+    "max_prompts": (NUM_PROMPTS.name,),
+    "max_points": (NUM_POINTS.name,),
+    "max_memory_frames": (NUM_MEMORY_FRAMES.name,),
+    "max_obj_ptrs": (NUM_OBJ_PTRS.name,),
 }
 DEFAULT_WORKSPACE = 4 << 30
 TRT_DTYPES = {"fp16": "half", "bf16": "bf16"}
@@ -237,5 +238,5 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 def artifact_order(names: Sequence[str]) -> list[str]:
     """Build order: encoder first (its verification feeds the others)."""
-    order = ("image_encoder", "prompt_decoder", "memory_attention", "memory_encoder")
+    order = (Artifact.IMAGE_ENCODER, Artifact.PROMPT_DECODER, Artifact.MEMORY_ATTENTION, Artifact.MEMORY_ENCODER)
     return [n for n in order if n in names] + [n for n in names if n not in order]

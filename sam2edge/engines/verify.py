@@ -21,9 +21,10 @@ from typing import Any
 import numpy as np
 
 from sam2edge.backends.base import Runner
+from sam2edge.contract.artifacts import Artifact, Tensor
 from sam2edge.processing.preprocess import preprocess_opencv
 
-SCORE_OUTPUTS = ("iou_predictions", "object_score_logits")
+SCORE_OUTPUTS = (Tensor.IOU_PREDICTIONS, Tensor.OBJECT_SCORE_LOGITS)
 
 
 def sample_images(max_images: int = 3) -> tuple[list[np.ndarray], str]:
@@ -67,7 +68,7 @@ def compare_outputs(ref: Mapping[str, np.ndarray], got: Mapping[str, np.ndarray]
             raise ValueError(f"output {name!r}: shape {g.shape} differs from the reference {r.shape}")
         diff = np.abs(g - r)
         fig = {"max_abs_diff": float(diff.max(initial=0.0)), "mean_abs_diff": float(diff.mean()) if diff.size else 0.0}
-        if name == "masks":
+        if name == Tensor.MASKS:
             iou = mask_iou(r, g)
             fig |= {"mask_iou_mean": float(iou.mean()), "mask_iou_min": float(iou.min())}
         out[name] = fig
@@ -109,33 +110,33 @@ def verification_feeds(images: Sequence[np.ndarray], reference: Mapping[str, Run
     jobs: list[Job] = []
     for i, img in enumerate(images):
         x = preprocess_opencv(img)
-        feats = reference["image_encoder"].infer({"image": x})
-        if "image_encoder" in artifacts:
-            jobs.append(("image_encoder", {"image": x}, feats))
-        if "prompt_decoder" in artifacts:
+        feats = reference[Artifact.IMAGE_ENCODER].infer({Tensor.IMAGE: x})
+        if Artifact.IMAGE_ENCODER in artifacts:
+            jobs.append((Artifact.IMAGE_ENCODER, {Tensor.IMAGE: x}, feats))
+        if Artifact.PROMPT_DECODER in artifacts:
             coords, labels = point_grid(3, 2, seed=i)
-            jobs.append(("prompt_decoder", {
-                "image_embed": feats["image_embed"], "high_res_feats_0": feats["high_res_feats_0"],
-                "high_res_feats_1": feats["high_res_feats_1"], "point_coords": coords, "point_labels": labels,
-                "mask_input": np.zeros((3, 1, 256, 256), np.float32), "has_mask_input": np.zeros(3, np.float32)}, None))
-        for name in ("memory_attention", "memory_encoder"):
+            jobs.append((Artifact.PROMPT_DECODER, {
+                Tensor.IMAGE_EMBED: feats[Tensor.IMAGE_EMBED], Tensor.HIGH_RES_0: feats[Tensor.HIGH_RES_0],
+                Tensor.HIGH_RES_1: feats[Tensor.HIGH_RES_1], Tensor.POINT_COORDS: coords, Tensor.POINT_LABELS: labels,
+                Tensor.MASK_INPUT: np.zeros((3, 1, 256, 256), np.float32), Tensor.HAS_MASK_INPUT: np.zeros(3, np.float32)}, None))
+        for name in (Artifact.MEMORY_ATTENTION, Artifact.MEMORY_ENCODER):
             if name in artifacts:
                 spec = reference[name].spec
                 feeds = spec.dummy_inputs("opt", seed=i)
-                feeds["vision_features"] = feats["vision_features"]
+                feeds[Tensor.VISION_FEATURES] = feats[Tensor.VISION_FEATURES]
                 jobs.append((name, _plausible(name, feeds), None))
     return jobs
 
 
 def _plausible(name: str, feeds: dict[str, Any]) -> dict[str, Any]:
     """Valid control inputs for the seeded memory-path feeds (indices in range, 0/1 flags)."""
-    if name == "memory_attention":
-        n = feeds["memory_tpos"].shape[0]
-        feeds["memory_tpos"] = np.arange(n, dtype=np.int32) % 7
-        k = feeds["obj_ptr_offsets"].shape[0]
-        feeds["obj_ptr_offsets"] = -np.arange(k, dtype=np.float32) / max(k - 1, 1)
+    if name == Artifact.MEMORY_ATTENTION:
+        n = feeds[Tensor.MEMORY_TPOS].shape[0]
+        feeds[Tensor.MEMORY_TPOS] = np.arange(n, dtype=np.int32) % 7
+        k = feeds[Tensor.OBJ_PTR_OFFSETS].shape[0]
+        feeds[Tensor.OBJ_PTR_OFFSETS] = -np.arange(k, dtype=np.float32) / max(k - 1, 1)
     else:
-        feeds["is_mask_from_points"] = np.ones_like(feeds["is_mask_from_points"])
+        feeds[Tensor.IS_MASK_FROM_POINTS] = np.ones_like(feeds[Tensor.IS_MASK_FROM_POINTS])
     return feeds
 
 

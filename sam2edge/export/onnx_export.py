@@ -28,7 +28,18 @@ import numpy as np
 
 from sam2edge.backends.onnxruntime_runner import OnnxRuntimeRunner
 from sam2edge.backends.torch_runner import TorchRunner
-from sam2edge.contract.artifacts import ARTIFACTS, tolerance
+from sam2edge.contract.artifacts import (
+    ARTIFACTS,
+    BATCH,
+    MASK_SIDE,
+    NUM_MEMORY_FRAMES,
+    NUM_OBJ_PTRS,
+    NUM_OBJECTS,
+    NUM_POINTS,
+    NUM_PROMPTS,
+    Tensor,
+    tolerance,
+)
 from sam2edge.contract.manifest import MANIFEST_NAME, onnx_dir, package_versions, read_manifest, sha256_file, spec_to_dict, write_manifest
 from sam2edge.contract.spec import ArtifactSpec, Dim
 from sam2edge.download import resolve_checkpoint
@@ -48,8 +59,8 @@ Progress = Callable[[str], None]
 
 # Trace-time sizes: distinct and > 1 so no symbolic dim is specialised or conflated.
 TRACE_DIMS = {
-    "batch": 2, "num_prompts": 3, "num_points": 2, "num_objects": 2, "num_memory_frames": 3, "num_obj_ptrs": 5,
-    "mask_side": 512,
+    BATCH.name: 2, NUM_PROMPTS.name: 3, NUM_POINTS.name: 2, NUM_OBJECTS.name: 2, NUM_MEMORY_FRAMES.name: 3,
+    NUM_OBJ_PTRS.name: 5, MASK_SIDE.name: 512,
 }
 
 
@@ -113,7 +124,7 @@ def _fold_weight_constants(path: Path) -> None:
 
 
 def _valid_trace_value(name: str, arr: np.ndarray) -> np.ndarray:
-    if name == "memory_tpos":  # indices into the 7-row temporal table
+    if name == Tensor.MEMORY_TPOS:  # indices into the 7-row temporal table
         return np.arange(arr.shape[0], dtype=arr.dtype) % 7
     return arr
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from sam2edge.contract.artifacts import Artifact, Tensor
 from sam2edge.processing.preprocess import preprocess_opencv
 
 
@@ -50,22 +51,22 @@ def _features(model: Any, images: Sequence[np.ndarray]) -> tuple[np.ndarray, dic
 def _decoder_cases(feats: dict[str, np.ndarray], rng: np.random.Generator) -> list[dict[str, np.ndarray]]:
     cases = []
     for img, (n, p) in enumerate(((3, 4), (1, 1), (2, 3))):
-        i = img % feats["image_embed"].shape[0]
+        i = img % feats[Tensor.IMAGE_EMBED].shape[0]
         coords = rng.uniform(0, 1024, size=(n, p, 2)).astype(np.float32)
         labels = rng.choice([-1, 0, 1, 2, 3], size=(n, p)).astype(np.int32)
         labels[:, 0] = 1  # at least one real click per prompt
         has_mask = (np.arange(n) % 2 == 0).astype(np.float32) if n > 1 else np.zeros(1, np.float32)
-        embed = feats["image_embed"][i:i + 1]
+        embed = feats[Tensor.IMAGE_EMBED][i:i + 1]
         if n == 2:  # one embedding per prompt, as the tracker feeds its memory-conditioned objects
             embed = np.concatenate([embed, embed + rng.standard_normal(embed.shape).astype(np.float32)])
         cases.append({
-            "image_embed": embed,
-            "high_res_feats_0": feats["high_res_feats_0"][i:i + 1],
-            "high_res_feats_1": feats["high_res_feats_1"][i:i + 1],
-            "point_coords": coords,
-            "point_labels": labels,
-            "mask_input": (rng.standard_normal((n, 1, 256, 256)) * 8).astype(np.float32),
-            "has_mask_input": has_mask,
+            Tensor.IMAGE_EMBED: embed,
+            Tensor.HIGH_RES_0: feats[Tensor.HIGH_RES_0][i:i + 1],
+            Tensor.HIGH_RES_1: feats[Tensor.HIGH_RES_1][i:i + 1],
+            Tensor.POINT_COORDS: coords,
+            Tensor.POINT_LABELS: labels,
+            Tensor.MASK_INPUT: (rng.standard_normal((n, 1, 256, 256)) * 8).astype(np.float32),
+            Tensor.HAS_MASK_INPUT: has_mask,
         })
     return cases
 
@@ -73,13 +74,13 @@ def _decoder_cases(feats: dict[str, np.ndarray], rng: np.random.Generator) -> li
 def _memory_attention_cases(feats: dict[str, np.ndarray], rng: np.random.Generator) -> list[dict[str, np.ndarray]]:
     cases = []
     for i, (b, f, k) in enumerate(((2, 3, 5), (1, 1, 1))):
-        j = i % feats["vision_features"].shape[0]
+        j = i % feats[Tensor.VISION_FEATURES].shape[0]
         cases.append({
-            "vision_features": feats["vision_features"][j:j + 1],
-            "memory": rng.standard_normal((b, f, 64, 64, 64)).astype(np.float32),
-            "memory_tpos": np.array([6, 0, 1, 2, 3, 4, 5][:f], dtype=np.int32),
-            "obj_ptrs": rng.standard_normal((b, k, 256)).astype(np.float32),
-            "obj_ptr_offsets": (rng.integers(-15, 16, size=k) / np.float32(15)).astype(np.float32),
+            Tensor.VISION_FEATURES: feats[Tensor.VISION_FEATURES][j:j + 1],
+            Tensor.MEMORY: rng.standard_normal((b, f, 64, 64, 64)).astype(np.float32),
+            Tensor.MEMORY_TPOS: np.array([6, 0, 1, 2, 3, 4, 5][:f], dtype=np.int32),
+            Tensor.OBJ_PTRS: rng.standard_normal((b, k, 256)).astype(np.float32),
+            Tensor.OBJ_PTR_OFFSETS: (rng.integers(-15, 16, size=k) / np.float32(15)).astype(np.float32),
         })
     return cases
 
@@ -93,26 +94,26 @@ def _blob_masks(rng: np.random.Generator, n: int, side: int, level: float) -> np
 
 
 def _memory_encoder_cases(feats: dict[str, np.ndarray], rng: np.random.Generator) -> list[dict[str, np.ndarray]]:
-    v = feats["vision_features"]
+    v = feats[Tensor.VISION_FEATURES]
     smooth = _blob_masks(rng, 2, 256, 5.0) + rng.uniform(-2, 2, size=(2, 1, 256, 256)).astype(np.float32)
     return [
         {  # tracked frame: two objects, one prompted (binarised) and one absent
-            "vision_features": v[0:1],
-            "mask_logits": np.concatenate([_blob_masks(rng, 1, 256, 5.0), smooth[1:]], axis=0),
-            "is_mask_from_points": np.array([1.0, 0.0], dtype=np.float32),
-            "object_score_logits": np.array([[2.5], [-1.5]], dtype=np.float32),
+            Tensor.VISION_FEATURES: v[0:1],
+            Tensor.MASK_LOGITS: np.concatenate([_blob_masks(rng, 1, 256, 5.0), smooth[1:]], axis=0),
+            Tensor.IS_MASK_FROM_POINTS: np.array([1.0, 0.0], dtype=np.float32),
+            Tensor.OBJECT_SCORE_LOGITS: np.array([[2.5], [-1.5]], dtype=np.float32),
         },
         {  # mask-input frame: a 1024x1024 +-10 mask
-            "vision_features": v[-1:],
-            "mask_logits": _blob_masks(rng, 1, 1024, 10.0),
-            "is_mask_from_points": np.zeros(1, dtype=np.float32),
-            "object_score_logits": np.array([[10.0]], dtype=np.float32),
+            Tensor.VISION_FEATURES: v[-1:],
+            Tensor.MASK_LOGITS: _blob_masks(rng, 1, 1024, 10.0),
+            Tensor.IS_MASK_FROM_POINTS: np.zeros(1, dtype=np.float32),
+            Tensor.OBJECT_SCORE_LOGITS: np.array([[10.0]], dtype=np.float32),
         },
         {  # sigmoid path on continuous logits
-            "vision_features": v[0:1],
-            "mask_logits": smooth,
-            "is_mask_from_points": np.zeros(2, dtype=np.float32),
-            "object_score_logits": np.array([[0.7], [3.0]], dtype=np.float32),
+            Tensor.VISION_FEATURES: v[0:1],
+            Tensor.MASK_LOGITS: smooth,
+            Tensor.IS_MASK_FROM_POINTS: np.zeros(2, dtype=np.float32),
+            Tensor.OBJECT_SCORE_LOGITS: np.array([[0.7], [3.0]], dtype=np.float32),
         },
     ]
 
@@ -125,12 +126,12 @@ def verification_cases(
     rng = np.random.default_rng(seed)
     batch, feats = _features(model, images[:3])
     out: dict[str, list[dict[str, np.ndarray]]] = {}
-    if "image_encoder" in names:
-        out["image_encoder"] = [{"image": batch[:2]}, {"image": batch[2:3] if len(batch) > 2 else batch[:1]}]
-    if "prompt_decoder" in names:
-        out["prompt_decoder"] = _decoder_cases(feats, rng)
-    if "memory_attention" in names:
-        out["memory_attention"] = _memory_attention_cases(feats, rng)
-    if "memory_encoder" in names:
-        out["memory_encoder"] = _memory_encoder_cases(feats, rng)
+    if Artifact.IMAGE_ENCODER in names:
+        out[Artifact.IMAGE_ENCODER] = [{Tensor.IMAGE: batch[:2]}, {Tensor.IMAGE: batch[2:3] if len(batch) > 2 else batch[:1]}]
+    if Artifact.PROMPT_DECODER in names:
+        out[Artifact.PROMPT_DECODER] = _decoder_cases(feats, rng)
+    if Artifact.MEMORY_ATTENTION in names:
+        out[Artifact.MEMORY_ATTENTION] = _memory_attention_cases(feats, rng)
+    if Artifact.MEMORY_ENCODER in names:
+        out[Artifact.MEMORY_ENCODER] = _memory_encoder_cases(feats, rng)
     return out

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from sam2edge.contract.artifacts import ARTIFACTS, IMAGE_SIZE
+from sam2edge.contract.artifacts import ARTIFACTS, IMAGE_SIZE, Artifact
 from sam2edge.model.common import is_tracing, sine_position_encoding_1d
 
 
@@ -144,10 +144,10 @@ class MemoryEncoderWrapper(nn.Module):
 
 
 WRAPPERS: dict[str, type[nn.Module]] = {
-    "image_encoder": ImageEncoderWrapper,
-    "prompt_decoder": PromptDecoderWrapper,
-    "memory_attention": MemoryAttentionWrapper,
-    "memory_encoder": MemoryEncoderWrapper,
+    Artifact.IMAGE_ENCODER: ImageEncoderWrapper,
+    Artifact.PROMPT_DECODER: PromptDecoderWrapper,
+    Artifact.MEMORY_ATTENTION: MemoryAttentionWrapper,
+    Artifact.MEMORY_ENCODER: MemoryEncoderWrapper,
 }
 assert set(WRAPPERS) == set(ARTIFACTS)
 

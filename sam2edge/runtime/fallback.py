@@ -28,6 +28,7 @@ from sam2edge.backends.onnxruntime_runner import make_onnxruntime_runners
 from sam2edge.backends.tensorrt_runner import make_tensorrt_runners
 from sam2edge.backends.torch_runner import make_torch_runners
 from sam2edge.config import resolve_name
+from sam2edge.contract.artifacts import Artifact
 from sam2edge.engines.fingerprint import DeviceDescription, Installed, engine_fingerprint, probe_device, probe_installed
 from sam2edge.engines.store import EngineStore, OnnxSet
 from sam2edge.errors import BackendRuntimeError, BackendUnavailableError, EngineMismatchError
@@ -235,7 +236,7 @@ def _index(device: str) -> int:
 
 def open_backends(name: str, *, backend: str = "auto", device: str = "auto", batch: int = 1, video: bool = False,
                   precision: str | None = None, strict: bool = False, store_root: str | None = None,
-                  artifacts: tuple[str, ...] = ("image_encoder", "prompt_decoder"),
+                  artifacts: tuple[str, ...] = Artifact.IMAGE,
                   torch_loader: TorchLoader | None = None, threads: int | None = None,
                   described: tuple[DeviceDescription, Installed] | None = None) -> BackendSet:
     """Decide and load. ``name``: exported model folder, ``<variant>-<sha8>`` or variant in the store.

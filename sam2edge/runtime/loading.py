@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from sam2edge.config import get_config, resolve_name
+from sam2edge.contract.artifacts import Artifact
 from sam2edge.contract.manifest import read_manifest
 from sam2edge.download import sha256_file
 from sam2edge.engines.store import EngineStore
@@ -22,8 +23,6 @@ from sam2edge.runtime.fallback import open_backends
 log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
-IMAGE_ARTIFACTS = ("image_encoder", "prompt_decoder")
-ALL_ARTIFACTS = ("image_encoder", "prompt_decoder", "memory_attention", "memory_encoder")
 _PREDICTOR_KWARGS = {
     "sam2_image_embeddings_cache", "sam2_low_resolution_masks_cache", "preprocessing", "max_batch_size",
     "max_hole_area", "max_sprinkle_area",
@@ -77,7 +76,7 @@ def load_predictor(cls: type, model_name_or_path: str, backend: str = "auto", de
     name, cfg, loader, backend, strict = _resolve_source(str(model_name_or_path), backend, strict, engines_dir)
     backends = open_backends(
         name, backend=backend, device=device or "auto", strict=strict, store_root=engines_dir,
-        artifacts=ALL_ARTIFACTS if video else IMAGE_ARTIFACTS, torch_loader=loader,
+        artifacts=Artifact.ALL if video else Artifact.IMAGE, torch_loader=loader,
     )
     log.info("sam2edge: %s on %s", cfg.name, backends.active_backend)
     return cls(backends.runners, cfg, backend=backends, **predictor_kwargs)

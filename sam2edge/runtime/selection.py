@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from sam2edge.contract.artifacts import BATCH, NUM_OBJECTS
 from sam2edge.engines.fingerprint import DeviceDescription, GpuInfo, Installed, mib
 from sam2edge.runtime import estimate
 
@@ -209,7 +210,7 @@ def _judge_tensorrt(dev: str, gpu: GpuInfo, device: DeviceDescription, sources: 
 
 
 def _dims_problems(e: EngineOption, request: Request) -> list[str]:
-    dim = "num_objects" if request.video else "batch"
+    dim = NUM_OBJECTS.name if request.video else BATCH.name
     limit = e.dims_max.get(dim)
     if limit is not None and request.batch > limit:
         flag = "--max-batch"

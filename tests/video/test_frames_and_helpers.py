@@ -83,10 +83,10 @@ def test_pil_preprocessing_is_the_official_video_loader(tmp_path):
     ref[0] = img
     ref -= torch.tensor([0.485, 0.456, 0.406])[:, None, None]
     ref /= torch.tensor([0.229, 0.224, 0.225])[:, None, None]
-    ours = make_preprocess("exact", "video")(frame)
+    ours = make_preprocess("exact", video=True)(frame)
     print(f"\npil preprocessing max diff vs official loader: {np.abs(ours - ref.numpy()).max():.1e}")
     np.testing.assert_array_equal(ours, ref.numpy())
-    assert make_preprocess("opencv", "video")(frame).shape == (1, 3, 1024, 1024)
+    assert make_preprocess("opencv", video=True)(frame).shape == (1, 3, 1024, 1024)
 
 
 def test_bfloat16_storage_matches_torch():

@@ -17,6 +17,7 @@ import numpy as np
 from sam2edge.backends import lazy
 from sam2edge.backends.base import Runner
 from sam2edge.config import ModelConfig
+from sam2edge.contract.artifacts import Artifact, Tensor
 from sam2edge.errors import InputError, UnknownImageHashError
 from sam2edge.processing import postprocess, preprocess
 from sam2edge.processing.masks import select_masks
@@ -29,10 +30,11 @@ from sam2edge.runtime.video import stream, track
 log = logging.getLogger(__name__)
 
 # Tensor names come from the artifact specs; these are the only ones the predictor uses.
-ENC_IN = "image"
-ENC_OUT = ("image_embed", "high_res_feats_0", "high_res_feats_1")
-DEC_IN = ("image_embed", "high_res_feats_0", "high_res_feats_1", "point_coords", "point_labels", "mask_input", "has_mask_input")
-DEC_OUT = ("masks", "iou_predictions")
+ENC_IN = Tensor.IMAGE
+ENC_OUT = (Tensor.IMAGE_EMBED, Tensor.HIGH_RES_0, Tensor.HIGH_RES_1)
+DEC_IN = (Tensor.IMAGE_EMBED, Tensor.HIGH_RES_0, Tensor.HIGH_RES_1, Tensor.POINT_COORDS, Tensor.POINT_LABELS,
+          Tensor.MASK_INPUT, Tensor.HAS_MASK_INPUT)
+DEC_OUT = (Tensor.MASKS, Tensor.IOU_PREDICTIONS)
 LOW_RES = 256
 
 
@@ -55,8 +57,8 @@ class SAM2:
         self.config = config
         self._sam2_image_embeddings_cache = sam2_image_embeddings_cache
         self._sam2_low_resolution_masks_cache = sam2_low_resolution_masks_cache
-        self.preprocessing = resolve_mode(preprocessing, "image")
-        self._preprocess = make_preprocess(self.preprocessing, "image", config.image_size)
+        self.preprocessing = resolve_mode(preprocessing, video=False)
+        self._preprocess = make_preprocess(self.preprocessing, False, config.image_size)
         self.max_batch_size = max_batch_size
         self._backend = backend
         self.max_hole_area = max_hole_area
@@ -79,7 +81,7 @@ class SAM2:
     def active_backend(self) -> str:
         if self._backend is not None and hasattr(self._backend, "active_backend"):
             return self._backend.active_backend
-        return self.runners["image_encoder"].backend
+        return self.runners[Artifact.IMAGE_ENCODER].backend
 
     def backend_report(self) -> Any:
         if self._backend is not None and hasattr(self._backend, "backend_report"):
@@ -123,7 +125,7 @@ class SAM2:
         for start in range(0, len(todo), self.max_batch_size):
             chunk = todo[start : start + self.max_batch_size]
             batch = np.concatenate([self._preprocess(rgbs[i]) for i in chunk], axis=0)
-            out = self.runners["image_encoder"].infer({ENC_IN: batch})
+            out = self.runners[Artifact.IMAGE_ENCODER].infer({ENC_IN: batch})
             for j, i in enumerate(chunk):
                 found[i] = SAM2ImageEmbeddings(
                     image_hash=hashes[i],
@@ -231,7 +233,7 @@ class SAM2:
         feeds = dict(zip(DEC_IN, (
             np.asarray(emb.embeddings, np.float32), np.asarray(emb.high_resolution_features[0], np.float32),
             np.asarray(emb.high_resolution_features[1], np.float32), prm.coords, prm.labels, mask_in, has_mask)))
-        out = self.runners["prompt_decoder"].infer(feeds)
+        out = self.runners[Artifact.PROMPT_DECODER].infer(feeds)
         low_res, scores, _ = select_masks(
             out[DEC_OUT[0]], out[DEC_OUT[1]], multimask,
             self.config.dynamic_multimask_via_stability,

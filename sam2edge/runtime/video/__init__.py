@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from sam2edge.backends.torch_runner import make_torch_runners
+from sam2edge.contract.artifacts import Artifact
 from sam2edge.runtime.video.bank import MemoryPolicy, MemorySelection, ObjectMemory
 from sam2edge.runtime.video.frames import (
     EndOfVideo,
@@ -69,8 +70,8 @@ def video_runners(model: Any) -> dict[str, Any]:
     """The predictor's runners, completed with PyTorch memory runners when it has only the image
     artifacts but runs on PyTorch (its decoder runner holds the whole SAM2Model)."""
     runners = dict(model.runners)
-    missing = [a for a in ("memory_attention", "memory_encoder") if a not in runners]
-    decoder = runners.get("prompt_decoder")
+    missing = [a for a in (Artifact.MEMORY_ATTENTION, Artifact.MEMORY_ENCODER) if a not in runners]
+    decoder = runners.get(Artifact.PROMPT_DECODER)
     net = getattr(getattr(decoder, "module", None), "model", None)
     if missing and net is not None:
         runners.update(make_torch_runners(net, str(getattr(decoder, "device", "cpu")), artifacts=tuple(missing)))

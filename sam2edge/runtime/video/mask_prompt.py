@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from sam2edge.contract.artifacts import Artifact
 from sam2edge.errors import BackendUnavailableError, InputError
 from sam2edge.processing import resize
 
@@ -69,7 +70,7 @@ def host_constants_of(model: Any) -> dict[str, np.ndarray] | None:
         for names in (HOST_CONSTANTS, tuple(_MANIFEST_KEYS[k] for k in HOST_CONSTANTS)):
             if all(k in consts for k in names):
                 return {k: np.asarray(consts[n], np.float32) for k, n in zip(HOST_CONSTANTS, names)}
-    runner = getattr(model, "runners", {}).get("prompt_decoder")
+    runner = getattr(model, "runners", {}).get(Artifact.PROMPT_DECODER)
     net = getattr(getattr(runner, "module", None), "model", None)
     if net is None or not hasattr(net, "mask_downsample"):
         return None

@@ -19,12 +19,14 @@ import numpy as np
 
 from sam2edge.backends.base import Runner
 from sam2edge.config import ModelConfig
+from sam2edge.contract.artifacts import NUM_MEMORY_FRAMES, NUM_OBJ_PTRS, NUM_OBJECTS, NUM_PROMPTS, Artifact, Tensor
+from sam2edge.contract.spec import Dim
 from sam2edge.errors import BackendRuntimeError, BackendUnavailableError
 from sam2edge.processing.masks import select_masks
 from sam2edge.runtime.video.bank import MemorySelection
 from sam2edge.runtime.video.state import NO_OBJ_SCORE, FrameFeatures
 
-ARTIFACTS = ("image_encoder", "prompt_decoder", "memory_attention", "memory_encoder")
+ARTIFACTS = Artifact.ALL
 # Shared by every official config (sam2*/sam2.1* yaml): multimask for 0..1 points, also when tracking.
 MULTIMASK_MIN_POINTS, MULTIMASK_MAX_POINTS = 0, 1
 LOW_RES = 256
@@ -53,12 +55,12 @@ class VideoEngine:
             )
         self.runners = dict(runners)
         self.config = config
-        self.max_objects = _dim_max(runners["memory_attention"], "num_objects", 8)
-        self.max_prompts = _dim_max(runners["prompt_decoder"], "num_prompts", 64)
-        self.max_memory_frames = _dim_max(runners["memory_attention"], "num_memory_frames", 16)
-        self.max_obj_ptrs = _dim_max(runners["memory_attention"], "num_obj_ptrs", 32)
+        self.max_objects = _dim_max(runners[Artifact.MEMORY_ATTENTION], NUM_OBJECTS, 8)
+        self.max_prompts = _dim_max(runners[Artifact.PROMPT_DECODER], NUM_PROMPTS, 64)
+        self.max_memory_frames = _dim_max(runners[Artifact.MEMORY_ATTENTION], NUM_MEMORY_FRAMES, 16)
+        self.max_obj_ptrs = _dim_max(runners[Artifact.MEMORY_ATTENTION], NUM_OBJ_PTRS, 32)
         # Embeddings per decoder call: 1 where the spec takes one shared embedding only.
-        self.max_decoder_embeds = _dim_max(runners["prompt_decoder"], "num_objects", 1)
+        self.max_decoder_embeds = _dim_max(runners[Artifact.PROMPT_DECODER], NUM_OBJECTS, 1)
         self.calls: dict[str, int] = dict.fromkeys(ARTIFACTS, 0)
 
     @property
@@ -67,7 +69,7 @@ class VideoEngine:
 
     @property
     def backend(self) -> str:
-        return self.runners["memory_attention"].backend
+        return self.runners[Artifact.MEMORY_ATTENTION].backend
 
     def _infer(self, name: str, feeds: dict[str, np.ndarray], check: bool = True) -> dict[str, np.ndarray]:
         self.calls[name] += 1
@@ -76,9 +78,9 @@ class VideoEngine:
     # -- image encoder ----------------------------------------------------------------------
     def encode(self, frame_idx: int, image: np.ndarray, video_hw: tuple[int, int]) -> FrameFeatures:
         """image [1,3,1024,1024] float32 -> the frame's features."""
-        out = self._infer("image_encoder", {"image": image})
-        return FrameFeatures(frame_idx, out["image_embed"], out["high_res_feats_0"], out["high_res_feats_1"],
-                             out["vision_features"], video_hw)
+        out = self._infer(Artifact.IMAGE_ENCODER, {Tensor.IMAGE: image})
+        return FrameFeatures(frame_idx, out[Tensor.IMAGE_EMBED], out[Tensor.HIGH_RES_0], out[Tensor.HIGH_RES_1],
+                             out[Tensor.VISION_FEATURES], video_hw)
 
     # -- memory attention -------------------------------------------------------------------
     def condition(self, feats: FrameFeatures, selections: list[MemorySelection]) -> np.ndarray:
@@ -104,19 +106,19 @@ class VideoEngine:
         ptrs = (np.stack([np.stack(s.ptrs) for s in sels]) if k else
                 np.zeros((len(sels), 0, self.config.d_model), np.float32))
         feeds = {
-            "vision_features": feats.vision_features,
-            "memory": memory,
-            "memory_tpos": np.asarray(first.tpos, np.int32),
-            "obj_ptrs": ptrs.astype(np.float32, copy=False),
-            "obj_ptr_offsets": np.asarray(first.ptr_offsets, np.float32),
+            Tensor.VISION_FEATURES: feats.vision_features,
+            Tensor.MEMORY: memory,
+            Tensor.MEMORY_TPOS: np.asarray(first.tpos, np.int32),
+            Tensor.OBJ_PTRS: ptrs.astype(np.float32, copy=False),
+            Tensor.OBJ_PTR_OFFSETS: np.asarray(first.ptr_offsets, np.float32),
         }
         if k:
-            return self._infer("memory_attention", feeds)["image_embed"]
+            return self._infer(Artifact.MEMORY_ATTENTION, feeds)[Tensor.IMAGE_EMBED]
         # No pointer yet: the first frame tracked before an object's only prompt, or the first frame of
         # a reverse pass starting after it. The official attends to the spatial memory alone; the spec's
         # profile starts at one pointer, so the input check is skipped and the graph must take K = 0.
         try:
-            return self._infer("memory_attention", feeds, check=False)["image_embed"]
+            return self._infer(Artifact.MEMORY_ATTENTION, feeds, check=False)[Tensor.IMAGE_EMBED]
         except BackendRuntimeError as exc:
             raise BackendRuntimeError(
                 f"memory_attention ({self.backend}) cannot run without object pointers (num_obj_ptrs=0), which "
@@ -138,15 +140,15 @@ class VideoEngine:
         for c0 in range(0, b, step):
             sl = slice(c0, c0 + step)
             feeds = {
-                "image_embed": embeds[sl] if embeds.shape[0] > 1 else embeds,
-                "high_res_feats_0": feats.high_res_0,
-                "high_res_feats_1": feats.high_res_1,
-                "point_coords": np.ascontiguousarray(coords[sl], np.float32),
-                "point_labels": np.ascontiguousarray(labels[sl], np.int32),
-                "mask_input": np.ascontiguousarray(mask_input[sl], np.float32),
-                "has_mask_input": has_mask[sl],
+                Tensor.IMAGE_EMBED: embeds[sl] if embeds.shape[0] > 1 else embeds,
+                Tensor.HIGH_RES_0: feats.high_res_0,
+                Tensor.HIGH_RES_1: feats.high_res_1,
+                Tensor.POINT_COORDS: np.ascontiguousarray(coords[sl], np.float32),
+                Tensor.POINT_LABELS: np.ascontiguousarray(labels[sl], np.int32),
+                Tensor.MASK_INPUT: np.ascontiguousarray(mask_input[sl], np.float32),
+                Tensor.HAS_MASK_INPUT: has_mask[sl],
             }
-            parts.append(self._infer("prompt_decoder", feeds))
+            parts.append(self._infer(Artifact.PROMPT_DECODER, feeds))
         out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if len(parts) > 1 else parts[0]
         return self.choose(out, multimask)
 
@@ -155,15 +157,15 @@ class VideoEngine:
         token 0 with the stability fallback for the mask and token 0 for the pointer; masks of
         absent objects (score <= 0) become NO_OBJ_SCORE."""
         cfg = self.config
-        masks, iou, idx = select_masks(out["masks"], out["iou_predictions"], multimask,
+        masks, iou, idx = select_masks(out[Tensor.MASKS], out[Tensor.IOU_PREDICTIONS], multimask,
                                        cfg.dynamic_multimask_via_stability, cfg.dynamic_multimask_stability_delta,
                                        cfg.dynamic_multimask_stability_thresh)
         rows = np.arange(masks.shape[0])
         best = np.argmax(iou, axis=-1) if multimask else np.zeros(masks.shape[0], np.int64)
         low = masks[rows, best]
         ptr_token = idx[rows, best] if multimask else np.zeros(masks.shape[0], np.int64)
-        obj_ptr = out["obj_ptr"][rows, ptr_token]
-        score = out["object_score_logits"][:, 0]
+        obj_ptr = out[Tensor.OBJ_PTR][rows, ptr_token]
+        score = out[Tensor.OBJECT_SCORE_LOGITS][:, 0]
         low = np.where(score[:, None, None] > 0, low, np.float32(NO_OBJ_SCORE)).astype(np.float32)
         return Decoded(low, obj_ptr.astype(np.float32), score.astype(np.float32))
 
@@ -175,18 +177,19 @@ class VideoEngine:
         for c0 in range(0, low_res.shape[0], self.max_objects):
             sl = slice(c0, c0 + self.max_objects)
             feeds = {
-                "vision_features": feats.vision_features,
-                "mask_logits": np.ascontiguousarray(low_res[sl, None], np.float32),
-                "is_mask_from_points": np.asarray(from_points[sl], np.float32),
-                "object_score_logits": np.asarray(object_score[sl], np.float32).reshape(-1, 1),
+                Tensor.VISION_FEATURES: feats.vision_features,
+                Tensor.MASK_LOGITS: np.ascontiguousarray(low_res[sl, None], np.float32),
+                Tensor.IS_MASK_FROM_POINTS: np.asarray(from_points[sl], np.float32),
+                Tensor.OBJECT_SCORE_LOGITS: np.asarray(object_score[sl], np.float32).reshape(-1, 1),
             }
-            parts.append(self._infer("memory_encoder", feeds)["maskmem_features"])
+            parts.append(self._infer(Artifact.MEMORY_ENCODER, feeds)[Tensor.MASKMEM_FEATURES])
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
-def _dim_max(runner: Runner, name: str, default: int) -> int:
-    dim = runner.spec.dims().get(name)
-    return dim.max if dim is not None else default
+def _dim_max(runner: Runner, dim: Dim, default: int) -> int:
+    """The largest value of ``dim`` the runner's spec allows (the profile's max), or ``default``."""
+    found = runner.spec.dims().get(dim.name)
+    return found.max if found is not None else default
 
 
 def use_multimask(num_points: int) -> bool:

@@ -59,7 +59,7 @@ class VideoTracker:
         self.config = config
         self.options = options
         self._host_constants = host_constants
-        self._preprocess = make_preprocess(options.preprocessing, "video", config.image_size)
+        self._preprocess = make_preprocess(options.preprocessing, True, config.image_size)
         auto_cap = min(engine.max_memory_frames - (config.num_maskmem - 1),
                        engine.max_obj_ptrs - (config.max_obj_ptrs_in_encoder - 1))
         cap = options.max_cond_frames if options.max_cond_frames is not None else max(1, auto_cap)
