@@ -120,13 +120,13 @@ def bench_objects(ours, official, frames, folder: str, counts: list[int], skip_o
         tracker = ours.track(frames, input_color_format="rgb", preprocessing="exact", fill_hole_area=0)
         for k, xy in enumerate(clicks(n)):
             tracker.add_points(0, k + 1, [xy], [1])
-        calls_before = dict(tracker.engine.calls)
+        calls_before = dict(tracker.nets.calls)
         # Frame 0 reuses the clicked outputs. Both sides are timed from the start of propagation, so
         # the clicked frame's memory encoding counts for both (the official runs it in its preflight,
         # before yielding frame 0; ours during the first tracked step), spread over the tracked frames.
         steps = timed_steps(tracker.propagate())
         mine = [sum(steps) / (len(steps) - 1)] * (len(steps) - 1)
-        calls = {a: tracker.engine.calls[a] - calls_before[a] for a in calls_before}
+        calls = {a: tracker.nets.calls[a] - calls_before[a] for a in calls_before}
         row = {"objects": n, "tracked_frames": len(mine), "ours_ms": mine, "ours_ms_mean": statistics.fmean(mine),
                "ours_runner_calls": calls}
         if not skip_official:

@@ -9,8 +9,8 @@ Example::
 
 from __future__ import annotations
 
-from sam2edge.runtime.image.cache import (
-    MaskPrompt,
+from sam2edge.runtime.image.caches import (
+    PromptKey,
     Sam2ImageEmbeddingsCacheNullObject,
     Sam2ImageEmbeddingsInMemoryCache,
     Sam2LowResolutionMasksCacheNullObject,
@@ -19,7 +19,7 @@ from sam2edge.runtime.image.cache import (
 )
 
 __all__ = [
-    "MaskPrompt",
+    "PromptKey",
     "Sam2ImageEmbeddingsCacheNullObject",
     "Sam2ImageEmbeddingsInMemoryCache",
     "Sam2LowResolutionMasksCacheNullObject",

@@ -10,7 +10,6 @@ so the cache never holds a file whose hash was not checked.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import re
@@ -24,6 +23,7 @@ from typing import BinaryIO
 from sam2edge import __version__
 from sam2edge.config import get_config, resolve_name, variant_names
 from sam2edge.errors import CheckpointError, DownloadError, UnknownModelError
+from sam2edge.integrity import sha256_file
 
 CACHE_ENV = "SAM2EDGE_CACHE"
 _CHUNK = 1 << 20
@@ -34,15 +34,6 @@ def default_cache_dir() -> Path:
     """``$SAM2EDGE_CACHE`` if set, else ``~/.cache/sam2edge``."""
     env = os.environ.get(CACHE_ENV, "").strip()
     return Path(env).expanduser() if env else Path.home() / ".cache" / "sam2edge"
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _stamp_path(path: Path) -> Path:

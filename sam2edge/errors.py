@@ -46,6 +46,10 @@ class EngineMismatchError(Sam2EdgeError):
     """A stored engine or artifact that does not fit this machine or its manifest."""
 
 
+class IntegrityError(EngineMismatchError):
+    """A file that is not what its manifest recorded (hash, size), or a path that leaves its folder."""
+
+
 class BackendUnavailableError(Sam2EdgeError):
     """A backend that cannot run here (library missing, no GPU, not enough memory)."""
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from sam2edge.backends.base import Runner
 from sam2edge.backends.lazy import import_onnxruntime
+from sam2edge.backends.registry import RunnerSources, device_index
 from sam2edge.contract.artifacts import ARTIFACTS
 from sam2edge.contract.manifest import MANIFEST_NAME, read_manifest, spec_to_dict, verify_files
 from sam2edge.contract.spec import ArtifactSpec
@@ -286,4 +287,39 @@ def make_onnxruntime_runners(
         else:
             path = directory / f"{name}.onnx"
         runners[name] = OnnxRuntimeRunner(spec, path, providers=providers, threads=threads, strict=strict, spin=spin)
+    return runners
+
+
+def _ort_errors(*names: str) -> tuple[type[BaseException], ...]:
+    """ONNX Runtime's own exception classes by name (only those this version has)."""
+    state = import_onnxruntime().capi.onnxruntime_pybind11_state
+    return tuple(getattr(state, n) for n in names if hasattr(state, n))
+
+
+LOAD_ERRORS = ("Fail", "InvalidProtobuf", "NoSuchFile", "InvalidGraph", "NotImplemented", "RuntimeException", "EPFail")
+
+
+def create_runners(sources: RunnerSources, device: str, artifacts: Sequence[str]) -> dict[str, Runner]:
+    """The registry factory: active ONNX Runtime runners of an export folder on ``device``.
+
+    On a GPU the CUDA provider must really be the one a session got (a CUDA provider whose libraries
+    are missing silently falls back to CPU inside ONNX Runtime): otherwise BackendUnavailableError.
+    """
+    if sources.onnx_dir is None:
+        raise BackendUnavailableError("no ONNX export to run with onnxruntime")
+    if device == "cpu":
+        providers: list[ProviderArg] = ["CPUExecutionProvider"]
+    else:
+        providers = [("CUDAExecutionProvider", {"device_id": device_index(device)}), "CPUExecutionProvider"]
+    runners = make_onnxruntime_runners(sources.onnx_dir, providers=providers, threads=sources.threads,
+                                       artifacts=artifacts, strict=device != "cpu")
+    for name, runner in runners.items():
+        try:
+            runner.activate()
+        except _ort_errors(*LOAD_ERRORS) as exc:
+            raise BackendUnavailableError(f"onnxruntime could not load {name}: {exc}") from exc
+        if device != "cpu":
+            got = list(getattr(runner, "active_providers", []))
+            if not got or got[0] != "CUDAExecutionProvider":
+                raise BackendUnavailableError(f"onnxruntime gave {name} the providers {got}, not CUDA")
     return runners

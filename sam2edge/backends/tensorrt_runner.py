@@ -1,7 +1,7 @@
 """TensorRT runner on the Runner contract (TensorRT 10.x and 11.x Python API).
 
 * The engine bytes are read and verified against the store manifest (size + sha256) *before*
-  ``IRuntime.deserialize_cuda_engine`` sees them (:meth:`EngineStore.load_engine_bytes`).
+  ``IRuntime.deserialize_cuda_engine`` sees them (:meth:`ArtifactStore.load_engine_bytes`).
 * Device buffers are allocated once at activation, sized from the artifact spec bound to the
   engine's optimisation-profile maxima, through :mod:`sam2edge.backends.cuda_memory`.
 * ``infer`` (numpy in/out): ``set_input_shape`` + ``set_tensor_address`` per tensor, async
@@ -19,7 +19,7 @@ stream.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -27,6 +27,7 @@ import numpy as np
 from sam2edge.backends.base import Runner
 from sam2edge.backends.cuda_memory import DeviceBuffer, DeviceMemory, DeviceOutOfMemoryError, default_memory
 from sam2edge.backends.lazy import import_tensorrt, import_torch
+from sam2edge.backends.registry import RunnerSources, device_index
 from sam2edge.contract.artifacts import ARTIFACTS
 from sam2edge.contract.spec import ArtifactSpec
 from sam2edge.errors import BackendRuntimeError, EngineMismatchError
@@ -187,17 +188,15 @@ class TensorRTRunner(Runner):
             raise BackendRuntimeError(f"{self.describe()}: execute_async_v3 failed (see the TensorRT log)")
 
 
-def make_tensorrt_runners(store: Any, engines: Any, device_index: int = 0,
-                          artifacts: tuple[str, ...] | None = None) -> dict[str, Runner]:
-    """One TensorRTRunner per artifact of a store engine set; engines deserialize at activation,
-    from bytes verified against the manifest."""
+def create_runners(sources: RunnerSources, device: str, artifacts: Sequence[str]) -> dict[str, Runner]:
+    """The registry factory: one TensorRTRunner per artifact; each engine deserializes at activation from
+    the bytes ``sources.engine_bytes[name]()`` returns (verified against the engine manifest by the store)."""
     import_tensorrt()
-    names = [n for n in (artifacts or tuple(ARTIFACTS)) if n in engines.artifacts]
-    missing = [n for n in (artifacts or ()) if n not in engines.artifacts]
+    missing = [n for n in artifacts if n not in sources.engine_bytes]
     if missing:
-        raise EngineMismatchError(f"engine set {engines.dir} has no engine for {missing}")
+        raise EngineMismatchError(f"engine set {sources.engine_label} has no engine for {missing}")
 
     def loader(name: str) -> Callable[[], TrtEngine]:
-        return lambda: TrtEngine(store.load_engine_bytes(engines, name), label=f"{engines.dir}/{name}.engine")
+        return lambda: TrtEngine(sources.engine_bytes[name](), label=f"{sources.engine_label}/{name}.engine")
 
-    return {n: TensorRTRunner(ARTIFACTS[n], loader(n), device_index) for n in names}
+    return {n: TensorRTRunner(ARTIFACTS[n], loader(n), device_index(device)) for n in artifacts}

@@ -7,16 +7,17 @@ exported artifacts on one interface: same tensor names, same semantics, same che
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from sam2edge.backends.base import Runner
 from sam2edge.backends.lazy import import_torch
+from sam2edge.backends.registry import RunnerSources
 from sam2edge.contract.artifacts import ARTIFACTS
 from sam2edge.contract.spec import ArtifactSpec
-from sam2edge.errors import BackendRuntimeError
+from sam2edge.errors import BackendRuntimeError, BackendUnavailableError
 
 
 class TorchRunner(Runner):
@@ -56,3 +57,10 @@ def make_torch_runners(model: Any, device: str = "cpu", artifacts: tuple[str, ..
 
     names = artifacts or tuple(ARTIFACTS)
     return {name: TorchRunner(ARTIFACTS[name], build_wrapper(name, model), device) for name in names}
+
+
+def create_runners(sources: RunnerSources, device: str, artifacts: Sequence[str]) -> dict[str, Runner]:
+    """The registry factory: the PyTorch model loaded on ``device`` by ``sources.torch_loader``, one runner per artifact."""
+    if sources.torch_loader is None:
+        raise BackendUnavailableError("no PyTorch model loader was given (load from a checkpoint to use PyTorch)")
+    return make_torch_runners(sources.torch_loader(device), device, tuple(artifacts))

@@ -1,7 +1,8 @@
-"""Command line: segment, track, export, build, doctor, download.
+"""``sam2edge``: the command line. The only layer that prints; one error path for every command.
 
-Each subcommand's arguments and implementation live beside the code they drive; this file
-only wires them together and keeps start-up light (heavy imports happen per command).
+Exit codes: 0 success; 1 a sam2edge error (bad input, a missing or damaged file, no usable
+backend; one line on stderr); 2 a usage error (argparse); 3 an unexpected error (one line, and
+the traceback with ``-v``); 130 interrupted. ``-v``/``--verbose`` is accepted anywhere.
 """
 
 from __future__ import annotations
@@ -10,61 +11,75 @@ import argparse
 import importlib
 import logging
 import sys
-from collections.abc import Callable
+import traceback
 
+from sam2edge import __version__
 from sam2edge.errors import Sam2EdgeError
 
-# command -> (module, add-arguments function, run function, help)
-COMMANDS: dict[str, tuple[str, str, str, str]] = {
-    "segment": ("sam2edge.cli.segment", "add_segment_arguments", "run_segment", "segment an image from points/boxes"),
-    "track": ("sam2edge.cli.track", "add_track_arguments", "run_track", "track objects through a video"),
-    "export": ("sam2edge.cli.export", "add_export_arguments", "run_export", "export verified ONNX artifacts"),
-    "build": ("sam2edge.cli.build", "add_build_arguments", "run_build", "build TensorRT engines for this device"),
-    "doctor": ("sam2edge.cli.build", "add_doctor_arguments", "run_doctor", "report GPUs, libraries, engines, backend"),
-    "download": ("sam2edge.cli.segment", "add_download_arguments", "run_download", "download an official checkpoint"),
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+# command -> (module with add_arguments(parser) and run(args) -> int, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "segment": ("sam2edge.cli.segment", "segment an image from points/boxes"),
+    "track": ("sam2edge.cli.track", "track objects through a video"),
+    "export": ("sam2edge.cli.export", "export verified ONNX artifacts from a checkpoint"),
+    "build": ("sam2edge.cli.build", "build TensorRT engines for this device"),
+    "doctor": ("sam2edge.cli.doctor", "report GPUs, libraries, the store and what auto would pick"),
+    "download": ("sam2edge.cli.download", "download an official checkpoint"),
 }
 
 
-def _load(module: str, attr: str) -> Callable | None:
-    """The command's function, or None when its module is not part of this install.
-
-    Only a missing module hides a command; any other import error surfaces.
-    """
-    try:
-        mod = importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name and module.startswith(exc.name):
-            return None
-        raise
-    return getattr(mod, attr, None)
+def _verbose_parent() -> argparse.ArgumentParser:
+    # SUPPRESS: a sub-command's -v must not reset one given before the sub-command.
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="log at INFO level (backend choices, timings) and show tracebacks")
+    return parent
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sam2edge", description="SAM2 segmentation for edge and on-prem deployment")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level (backend choices, timings)")
+    parser = argparse.ArgumentParser(prog="sam2edge", parents=[_verbose_parent()],
+                                     description="SAM2 segmentation for edge and on-prem deployment",
+                                     epilog="exit codes: 0 ok, 1 error, 2 usage, 3 unexpected error, 130 interrupted")
+    parser.add_argument("--version", action="version", version=f"sam2edge {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (module, add, run, help_text) in COMMANDS.items():
-        add_fn, run_fn = _load(module, add), _load(module, run)
-        if add_fn is None or run_fn is None:
-            continue
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        add_fn(p)
-        p.set_defaults(_run=run_fn)
+    for name, (module, help_text) in COMMANDS.items():
+        mod = importlib.import_module(module)
+        p = sub.add_parser(name, help=help_text, description=(mod.__doc__ or help_text).replace("``", ""), parents=[_verbose_parent()],
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    verbose = bool(getattr(args, "verbose", False))
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if not getattr(args, "_run", None):
-        parser.print_help()
-        return 2
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
     try:
         return int(args._run(args) or 0)
     except Sam2EdgeError as exc:
-        print(f"sam2edge {args.command}: error: {exc}", file=sys.stderr)
-        return 1
+        _say(args.command, f"error: {exc}")
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        _say(args.command, "interrupted")
+        return EXIT_INTERRUPTED
+    except ImportError as exc:
+        _say(args.command, f"error: a package this command needs is missing: {exc} (see the README's install section)")
+        return EXIT_ERROR
+    except Exception as exc:  # a bug: one line, the traceback on request
+        if verbose:
+            traceback.print_exc()
+        _say(args.command, f"unexpected error: {type(exc).__name__}: {exc}" + ("" if verbose else " (run with -v for the traceback)"))
+        return EXIT_INTERNAL
+
+
+def _say(command: str, message: str) -> None:
+    print(f"sam2edge {command}: {message}", file=sys.stderr)
 
 
 if __name__ == "__main__":  # pragma: no cover

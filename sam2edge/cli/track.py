@@ -1,4 +1,6 @@
-"""`sam2edge track`: follow one object through a video; per-frame masks and a watchable overlay.
+"""``sam2edge track VIDEO --box X0,Y0,X1,Y1 | --point X,Y[:LABEL] --out masks/ [--overlay o.mp4]``
+
+Follows one object through a video; writes per-frame masks and a watchable overlay.
 
     sam2edge track clip.mp4 --box 120,80,360,300 --out masks/ --overlay tracked.mp4
     sam2edge track frames/ --point 200,150 --point 260,180:0 --frame 30 --obj 2 --out masks/
@@ -17,18 +19,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
-from sam2edge.cli.segment import parse_box, parse_point
+from sam2edge.cli.common import Progress, add_model_options, load_model, parse_box, parse_point
+from sam2edge.cli.overlay import draw_overlay
 from sam2edge.errors import InputError
-from sam2edge.runtime.image.predictor import SAM2
 from sam2edge.runtime.video import track
 from sam2edge.runtime.video.frames import EndOfVideo, open_source
 
-COLOR_BGR = (60, 200, 60)
 
-
-def add_track_arguments(p: argparse.ArgumentParser) -> None:
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("video", help="video file (anything OpenCV reads) or a folder of frames")
     p.add_argument("--box", type=parse_box, metavar="X0,Y0,X1,Y1", help="a box around the object, in pixels")
     p.add_argument("--point", action="append", type=parse_point, default=[], metavar="X,Y[:LABEL]",
@@ -38,17 +39,13 @@ def add_track_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="folder for the per-frame masks (<frame>.png)")
     p.add_argument("--overlay", help="write a video with the mask drawn on the frames (e.g. out.mp4)")
     p.add_argument("--max-frames", type=int, default=None, help="track at most this many frames each way")
-    p.add_argument("--model", default="sam2.1_hiera_tiny",
-                   help="variant name (downloaded on first use), checkpoint .pt, or exported engines folder")
-    p.add_argument("--backend", default="auto", choices=["auto", "tensorrt", "onnxruntime", "torch"])
-    p.add_argument("--device", default=None, help="torch device, e.g. cuda:0 (default: best available)")
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    add_model_options(p)
 
 
-def run_track(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     _check_prompts(args)
-    model = SAM2.from_pretrained(args.model, backend=args.backend, device=args.device, video=True)
-    return track_with(model, args)
+    return track_with(load_model(args, video=True), args)
 
 
 def _check_prompts(args: argparse.Namespace) -> None:
@@ -60,9 +57,6 @@ def _check_prompts(args: argparse.Namespace) -> None:
 
 def track_with(model: Any, args: argparse.Namespace) -> int:
     """The command with an already loaded predictor (``.runners`` with all four artifacts, ``.config``)."""
-    import cv2
-
-
     _check_prompts(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -84,7 +78,7 @@ def track_with(model: Any, args: argparse.Namespace) -> int:
                     bar.update()
                 areas[result.frame_idx] = int(mask.sum())
         bar.close()
-        backend = tracker.engine.backend
+        backend = tracker.nets.backend
     overlay = write_overlay(args, out) if args.overlay else None
     report = {"video": args.video, "frames": len(areas), "masks": str(out), "overlay": overlay, "backend": backend,
               "seconds": round(time.perf_counter() - started, 2),
@@ -99,9 +93,6 @@ def track_with(model: Any, args: argparse.Namespace) -> int:
 
 def write_overlay(args: argparse.Namespace, masks_dir: Path) -> str:
     """Frames with the mask tinted and outlined (and the prompts on their frame) -> a video file."""
-    import cv2
-
-
     source = open_source(args.video)
     writer = None
     bar = Progress(source.num_frames, "overlay")
@@ -130,8 +121,6 @@ def write_overlay(args: argparse.Namespace, masks_dir: Path) -> str:
 
 
 def _open_writer(path: str, width: int, height: int, fps: float) -> Any:
-    import cv2
-
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     codec = "MJPG" if path.lower().endswith(".avi") else "mp4v"
     writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*codec), fps, (width, height))
@@ -141,47 +130,8 @@ def _open_writer(path: str, width: int, height: int, fps: float) -> Any:
 
 
 def draw_frame(bgr: np.ndarray, mask: np.ndarray | None, prompts: argparse.Namespace | None) -> np.ndarray:
-    """Tint the mask, outline it, and draw the prompts (box, clicks) when given."""
-    import cv2
-
-    out = bgr.copy()
-    if mask is not None and mask.any():
-        tint = np.array(COLOR_BGR, np.float32)
-        out[mask] = (0.5 * out[mask].astype(np.float32) + 0.5 * tint).astype(np.uint8)
-        contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-        cv2.drawContours(out, contours, -1, (255, 255, 255), 1)
-    if prompts is not None:
-        if prompts.box is not None:
-            x0, y0, x1, y1 = (int(round(v)) for v in prompts.box)
-            cv2.rectangle(out, (x0, y0), (x1, y1), (0, 215, 255), 2)
-        for x, y, label in prompts.point:
-            cv2.circle(out, (int(round(x)), int(round(y))), 5, (0, 255, 0) if label == 1 else (0, 0, 255), -1)
-    return out
-
-
-class Progress:
-    """A one-line progress bar on stderr (frames done / total, frames per second)."""
-
-    def __init__(self, total: int | None, label: str) -> None:
-        self.total, self.label, self.done = total, label, 0
-        self.start = time.perf_counter()
-        self.enabled = sys.stderr.isatty() or total is not None
-
-    def update(self, n: int = 1) -> None:
-        self.done += n
-        if not self.enabled:
-            return
-        rate = self.done / max(time.perf_counter() - self.start, 1e-9)
-        if self.total:
-            filled = int(30 * min(self.done / self.total, 1.0))
-            bar = "#" * filled + "-" * (30 - filled)
-            text = f"\r{self.label} [{bar}] {self.done}/{self.total} frames, {rate:.1f} fps"
-        else:
-            text = f"\r{self.label}: {self.done} frames, {rate:.1f} fps"
-        sys.stderr.write(text)
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.enabled and self.done:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
+    """The frame with the object's mask (the shared overlay drawer) and, on the prompted frame, its prompts."""
+    masks = [] if mask is None else [mask]
+    points = prompts.point if prompts is not None else ()
+    boxes = [prompts.box] if prompts is not None else ()
+    return draw_overlay(bgr, masks, points, boxes)

@@ -16,7 +16,6 @@ No heavy imports: the light runtime reads manifests without torch or onnx.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import json
 import os
@@ -26,23 +25,25 @@ from pathlib import Path
 from typing import Any
 
 from sam2edge.errors import EngineMismatchError
+from sam2edge.integrity import sha256_file
 
 MANIFEST_NAME = "manifest.json"
 SCHEMA_VERSION = 1
-ENGINES_ENV = "SAM2EDGE_ENGINES"
-DEFAULT_ROOT = "engines"
+STORE_ENV = "SAM2EDGE_STORE"
+STORE_ENV_FORMER = "SAM2EDGE_ENGINES"  # still honoured
+DEFAULT_STORE = "engines"
 
 
-def engines_root(root: str | os.PathLike | None = None) -> Path:
-    """The store root: ``root`` if given, else ``$SAM2EDGE_ENGINES``, else ``engines/``."""
+def store_root(root: str | os.PathLike | None = None) -> Path:
+    """The store root: ``root`` if given, else ``$SAM2EDGE_STORE`` (or ``$SAM2EDGE_ENGINES``), else ``engines/``."""
     if root is not None:
         return Path(root)
-    return Path(os.environ.get(ENGINES_ENV) or DEFAULT_ROOT)
+    return Path(os.environ.get(STORE_ENV) or os.environ.get(STORE_ENV_FORMER) or DEFAULT_STORE)
 
 
 def model_dir(root: str | os.PathLike | None, variant: str, ckpt_sha256: str) -> Path:
     """``<root>/<variant>-<sha8>``: everything built from one checkpoint."""
-    return engines_root(root) / f"{variant}-{ckpt_sha256[:8]}"
+    return store_root(root) / f"{variant}-{ckpt_sha256[:8]}"
 
 
 def onnx_dir(root: str | os.PathLike | None, variant: str, ckpt_sha256: str) -> Path:
@@ -50,13 +51,9 @@ def onnx_dir(root: str | os.PathLike | None, variant: str, ckpt_sha256: str) -> 
     return model_dir(root, variant, ckpt_sha256) / "onnx"
 
 
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, streamed."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+def engine_dir(model: str | os.PathLike, precision: str, device_slug: str) -> Path:
+    """``<model>/tensorrt/<precision>/<device-slug>``: one TensorRT engine set and its manifest."""
+    return Path(model) / "tensorrt" / precision / device_slug
 
 
 def write_manifest(directory: str | os.PathLike, manifest: dict[str, Any]) -> Path:

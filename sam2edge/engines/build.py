@@ -14,11 +14,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from sam2edge.backends import lazy
+from sam2edge.backends import lazy, registry
 from sam2edge.backends.onnxruntime_runner import make_onnxruntime_runners
-from sam2edge.backends.tensorrt_runner import TrtEngine, make_tensorrt_runners
+from sam2edge.backends.tensorrt_runner import TrtEngine
 from sam2edge.contract.artifacts import ARTIFACTS, Tensor
-from sam2edge.contract.manifest import MANIFEST_NAME, package_versions, sha256_file, write_manifest
+from sam2edge.contract.manifest import MANIFEST_NAME, package_versions, write_manifest
 from sam2edge.engines import tensorrt as trtb
 from sam2edge.engines.fingerprint import (
     DeviceDescription,
@@ -28,12 +28,13 @@ from sam2edge.engines.fingerprint import (
     probe_device,
     probe_installed,
 )
-from sam2edge.engines.store import ENGINE_FORMAT, EngineSet, EngineStore, OnnxSet, rebuild_command
+from sam2edge.engines.store import ENGINE_FORMAT, ArtifactStore, EngineSet, OnnxSet, rebuild_command
 from sam2edge.engines.verify import sample_images, verify
 from sam2edge.errors import EngineBuildError, EngineMismatchError
+from sam2edge.integrity import sha256_file
 
 
-def timing_cache_seed(store: EngineStore, fingerprint: EngineFingerprint) -> tuple[bytes, Path | None]:
+def timing_cache_seed(store: ArtifactStore, fingerprint: EngineFingerprint) -> tuple[bytes, Path | None]:
     """The newest timing cache of any earlier build for the same device slug (any model/precision)."""
     slug = fingerprint.slug()
     caches = sorted(store.root.glob(f"*/tensorrt/*/{slug}/timing.cache"), key=lambda p: p.stat().st_mtime)
@@ -51,7 +52,7 @@ def check_onnx_file(onnx: OnnxSet, name: str) -> tuple[Path, str]:
     return path, sha
 
 
-def build_engines(onnx: OnnxSet, *, store: EngineStore, precision: str = "fp16",
+def build_engines(onnx: OnnxSet, *, store: ArtifactStore, precision: str = "fp16",
                   workspace: int = trtb.DEFAULT_WORKSPACE, limits: Mapping[str, int] | None = None,
                   artifacts: Sequence[str] | None = None, verify: bool = True, say: Any = print,
                   build_args: Mapping[str, Any] | None = None,
@@ -104,13 +105,13 @@ def build_engines(onnx: OnnxSet, *, store: EngineStore, precision: str = "fp16",
     return engines
 
 
-def verify_engine_set(store: EngineStore, engines: EngineSet, onnx: OnnxSet, names: Sequence[str],
+def verify_engine_set(store: ArtifactStore, engines: EngineSet, onnx: OnnxSet, names: Sequence[str],
                       say: Any = print) -> dict[str, Any]:
     """TensorRT vs ONNX Runtime fp32 on real images; figures per artifact (see engines.verify)."""
 
     images, source = sample_images()
     reference = make_onnxruntime_runners(onnx.dir, providers=["CPUExecutionProvider"])
-    candidate = make_tensorrt_runners(store, engines, 0, tuple(names))
+    candidate = registry.create_runners("tensorrt", store.runner_sources(onnx, engines), "cuda:0", names)
     say(f"verifying against ONNX Runtime fp32 on {len(images)} {source} ...")
     try:
         figures = verify(candidate, reference, images, names)

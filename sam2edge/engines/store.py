@@ -13,7 +13,7 @@ CUDA, L4T).
 An engine set is refused (``EngineMismatchError`` with the exact rebuild command) when its
 fingerprint differs from this machine's, when it was built from ONNX files that have since
 been re-exported (stale), or when any engine file's size or sha256 differs from its
-manifest. :meth:`EngineStore.load_engine_bytes` hashes the very bytes it hands to the
+manifest. :meth:`ArtifactStore.load_engine_bytes` hashes the very bytes it hands to the
 deserializer, so a damaged or truncated file is never deserialized.
 """
 
@@ -22,14 +22,18 @@ from __future__ import annotations
 import hashlib
 import os
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+from sam2edge.backends.registry import RunnerSources
 from sam2edge.config import resolve_name
-from sam2edge.contract.manifest import MANIFEST_NAME, engines_root, read_manifest, sha256_file
+from sam2edge.contract.manifest import MANIFEST_NAME, engine_dir, read_manifest, store_root
 from sam2edge.engines.fingerprint import EngineFingerprint
 from sam2edge.errors import EngineMismatchError, UnknownModelError
+from sam2edge.integrity import sha256_file
 
 PRECISIONS = ("fp32", "fp16", "bf16")
 ENGINE_FORMAT = "sam2edge-tensorrt-engines/1"
@@ -116,20 +120,17 @@ def rebuild_command(onnx_dir: Path, precision: str, args: dict[str, Any] | None 
     return shlex.join(parts)
 
 
-class EngineStore:
+class ArtifactStore:
     """Lists, checks and loads what is under one store root."""
 
     def __init__(self, root: str | os.PathLike | None = None) -> None:
-        self.root = engines_root(root)
+        self.root = store_root(root)
 
     # -- layout ---------------------------------------------------------------------------
-    def model_dir(self, variant: str, checkpoint_sha256: str) -> Path:
-        return self.root / f"{variant}-{checkpoint_sha256[:8]}"
-
     def engine_dir(self, onnx: OnnxSet, precision: str, fingerprint: EngineFingerprint) -> Path:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-        return onnx.model_dir / "tensorrt" / precision / fingerprint.slug()
+        return engine_dir(onnx.model_dir, precision, fingerprint.slug())
 
     # -- listing --------------------------------------------------------------------------
     def onnx_sets(self) -> list[OnnxSet]:
@@ -200,6 +201,16 @@ class EngineStore:
         problems = self.problems(engines, here, onnx)
         if problems:
             raise EngineMismatchError(refusal(engines, problems))
+
+    def runner_sources(self, onnx: OnnxSet | None, engines: EngineSet | None = None,
+                       torch_loader: Callable[[str], Any] | None = None, threads: int | None = None) -> RunnerSources:
+        """What the backends build runners from: the ONNX folder, verified engine loaders, a PyTorch loader."""
+        loaders: dict[str, Callable[[], bytes]] = {}
+        if engines is not None:
+            for name in engines.artifacts:
+                loaders[name] = partial(self.load_engine_bytes, engines, name)
+        return RunnerSources(onnx_dir=onnx.dir if onnx else None, engine_bytes=loaders,
+                             engine_label=str(engines.dir) if engines else "", torch_loader=torch_loader, threads=threads)
 
     def load_engine_bytes(self, engines: EngineSet, name: str) -> bytes:
         """The verified bytes of one engine file: size and sha256 checked on the bytes returned."""

@@ -22,6 +22,7 @@ import numpy as np
 
 from sam2edge.backends.base import Runner
 from sam2edge.contract.artifacts import Artifact, Tensor
+from sam2edge.contract.parity import compare_outputs, merge_figures
 from sam2edge.processing.preprocess import preprocess_opencv
 
 SCORE_OUTPUTS = (Tensor.IOU_PREDICTIONS, Tensor.OBJECT_SCORE_LOGITS)
@@ -48,47 +49,6 @@ def _drawn_scene(seed: int, size: tuple[int, int] = (480, 640)) -> np.ndarray:
         center = (int(rng.integers(0, size[1])), int(rng.integers(0, size[0])))
         cv2.circle(img, center, int(rng.integers(20, 120)), color, -1)
     return img
-
-
-def mask_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of (a > 0) and (b > 0) over the last two axes; 1.0 where both are empty."""
-    pa, pb = a > 0, b > 0
-    inter = np.logical_and(pa, pb).sum(axis=(-2, -1))
-    union = np.logical_or(pa, pb).sum(axis=(-2, -1))
-    return np.where(union == 0, 1.0, inter / np.maximum(union, 1))
-
-
-def compare_outputs(ref: Mapping[str, np.ndarray], got: Mapping[str, np.ndarray]) -> dict[str, dict[str, float]]:
-    """Per-output difference figures (see module doc)."""
-    out: dict[str, dict[str, float]] = {}
-    for name, r in ref.items():
-        g = np.asarray(got[name], dtype=np.float64)
-        r = np.asarray(r, dtype=np.float64)
-        if g.shape != r.shape:
-            raise ValueError(f"output {name!r}: shape {g.shape} differs from the reference {r.shape}")
-        diff = np.abs(g - r)
-        fig = {"max_abs_diff": float(diff.max(initial=0.0)), "mean_abs_diff": float(diff.mean()) if diff.size else 0.0}
-        if name == Tensor.MASKS:
-            iou = mask_iou(r, g)
-            fig |= {"mask_iou_mean": float(iou.mean()), "mask_iou_min": float(iou.min())}
-        out[name] = fig
-    return out
-
-
-def merge_figures(runs: Sequence[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
-    """Worst case over several runs (max of diffs, min of IoU minima, mean of IoU means)."""
-    merged: dict[str, dict[str, float]] = {}
-    for run in runs:
-        for name, fig in run.items():
-            m = merged.setdefault(name, {})
-            for k, v in fig.items():
-                if k == "mask_iou_mean":
-                    m[k] = m.get(k, 0.0) + v / len(runs)
-                elif k == "mask_iou_min":
-                    m[k] = min(m.get(k, 1.0), v)
-                else:
-                    m[k] = max(m.get(k, 0.0), v)
-    return merged
 
 
 def point_grid(n_prompts: int, n_points: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

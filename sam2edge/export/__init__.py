@@ -1,1 +1,2 @@
-"""Export stage: one spec per artifact -> ONNX export -> verification -> TensorRT build."""
+"""Checkpoint -> verified ONNX folder: export, graph rewrites, verification against PyTorch, the static
+TensorRT-parser check. Needs torch and onnx; never imports the engines stage."""

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
 import tempfile
 import time
 import warnings
@@ -40,13 +39,15 @@ from sam2edge.contract.artifacts import (
     Tensor,
     tolerance,
 )
-from sam2edge.contract.manifest import MANIFEST_NAME, onnx_dir, package_versions, read_manifest, sha256_file, spec_to_dict, write_manifest
+from sam2edge.contract.manifest import MANIFEST_NAME, onnx_dir, package_versions, read_manifest, spec_to_dict, write_manifest
+from sam2edge.contract.parity import compare_outputs
 from sam2edge.contract.spec import ArtifactSpec, Dim
 from sam2edge.download import resolve_checkpoint
 from sam2edge.errors import ExportError
 from sam2edge.export.graph_opt import optimize_for_runtimes
 from sam2edge.export.trt_compat import assert_trt_compatible, check_graph
 from sam2edge.export.verify_data import verification_cases
+from sam2edge.integrity import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -164,19 +165,6 @@ def finalize_graph(path: Path, spec: ArtifactSpec) -> tuple[Any, dict[str, int]]
     return model, rewrites
 
 
-def compare_outputs(spec: ArtifactSpec, ref: dict[str, np.ndarray], got: dict[str, np.ndarray]) -> dict[str, float]:
-    """Max |ref - got| per output (inf on a shape mismatch or a NaN)."""
-    out = {}
-    for name in spec.output_names:
-        a, b = ref[name], got[name]
-        if a.shape != b.shape:
-            out[name] = float("inf")
-            continue
-        diff = np.abs(a.astype(np.float64) - b.astype(np.float64))
-        out[name] = float("inf") if np.isnan(diff).any() else float(diff.max(initial=0.0))
-    return out
-
-
 def verify_artifact(
     wrapper: Any, spec: ArtifactSpec, path: Path, cases: Sequence[dict[str, np.ndarray]], threads: int | None = None
 ) -> dict[str, Any]:
@@ -196,8 +184,8 @@ def verify_artifact(
         for feeds in cases:
             bound = spec.check_inputs(feeds)
             ref = torch_runner.infer(feeds, check=False)
-            diffs = compare_outputs(spec, ref, ort_runner.infer(feeds, check=False))
-            worst = {n: max(worst[n], diffs[n]) for n in worst}
+            diffs = compare_outputs(ref, ort_runner.infer(feeds, check=False), spec.output_names)
+            worst = {n: max(worst[n], diffs[n]["max_abs_diff"]) for n in worst}
             scale = {n: max(scale[n], float(np.abs(ref[n]).max(initial=0.0))) for n in scale}
             shapes.append(bound)
     tol = {n: tolerance(spec, n, scale[n]) for n in spec.output_names}
@@ -369,8 +357,3 @@ def export_checkpoint(
     with torch.no_grad():
         export_model(model, target, {"path": str(path), "sha256": sha}, artifacts, settings, progress)
     return target
-
-
-def remove_export(directory: str | os.PathLike) -> None:
-    """Delete an export folder (tests, --force)."""
-    shutil.rmtree(directory, ignore_errors=True)

@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sam2edge.config import REGISTRY, ModelConfig, get_config
-from sam2edge.download import default_cache_dir, download_checkpoint, resolve_checkpoint, sha256_file
+from sam2edge.download import default_cache_dir, download_checkpoint, resolve_checkpoint
 from sam2edge.errors import CheckpointError
+from sam2edge.integrity import sha256_file
 from sam2edge.model import build_model
 from sam2edge.model.testing import randomize_parameters
 

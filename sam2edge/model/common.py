@@ -109,7 +109,3 @@ def sine_position_encoding_1d(positions: torch.Tensor, dim: int, temperature: fl
     dim_t = temperature ** (2 * torch.div(i, 2, rounding_mode="floor") / half)
     angles = positions.to(torch.float32)[..., None] / dim_t
     return torch.cat((angles.sin(), angles.cos()), dim=-1)
-
-
-def gelu_exact(x: torch.Tensor) -> torch.Tensor:
-    return F.gelu(x)

@@ -117,10 +117,6 @@ class MemoryAttention(nn.Module):
         pos = sine_position_encoding_2d(height, width, d_model).flatten(2).transpose(1, 2).contiguous()
         self.register_buffer("curr_pos_default", pos, persistent=False)
 
-    @property
-    def num_tokens(self) -> int:
-        return self.feat_size[0] * self.feat_size[1]
-
     def _rope_tables(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(cos, sin), each [N, D/2], in x's dtype.
 

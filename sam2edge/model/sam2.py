@@ -19,7 +19,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from sam2edge.config import ModelConfig, get_config
-from sam2edge.model.common import MLP, is_tracing, sine_position_encoding_1d
+from sam2edge.model.common import MLP, is_tracing
 from sam2edge.model.image_encoder import ImageEncoder
 from sam2edge.model.mask_decoder import MaskDecoder
 from sam2edge.model.memory_attention import MemoryAttention
@@ -137,27 +137,6 @@ class SAM2Model(nn.Module):
         -> pointer with hard object-presence gating."""
         present = (object_score_logits > 0).to(obj_ptr.dtype)
         return present * obj_ptr + (1 - present) * self.no_obj_ptr
-
-    def obj_ptr_temporal_pos(self, rel_pos: torch.Tensor, max_abs_pos: int) -> torch.Tensor:
-        """Temporal position of object pointers -> [K, mem_dim].
-
-        rel_pos [K] frame offsets (signed in SAM2.1); normalised by max_abs_pos - 1 then
-        sine-encoded at d_model and projected (SAM2.1) — zeros in SAM2, where pointers
-        carry no temporal encoding.
-        """
-        if not self.cfg.add_tpos_enc_to_obj_ptrs:
-            return torch.zeros(rel_pos.shape[0], self.cfg.mem_dim, dtype=torch.float32, device=rel_pos.device)
-        t = rel_pos.to(torch.float32) / max(max_abs_pos - 1, 1)
-        pe = sine_position_encoding_1d(t, self.cfg.d_model)
-        return self.obj_ptr_tpos_proj(pe)
-
-    def prepare_mask_for_memory(self, high_res_masks: torch.Tensor, binarize: bool) -> torch.Tensor:
-        """[N,1,1024,1024] logits -> memory-encoder mask input (sigmoid or >0, x20 - 10)."""
-        if binarize:
-            m = (high_res_masks > 0).to(high_res_masks.dtype)
-        else:
-            m = torch.sigmoid(high_res_masks)
-        return m * self.cfg.sigmoid_scale_for_mem_enc + self.cfg.sigmoid_bias_for_mem_enc
 
 
 def build_model(name_or_cfg: str | ModelConfig) -> SAM2Model:

@@ -17,7 +17,7 @@ def stability_scores(logits: np.ndarray, delta: float) -> np.ndarray:
     return np.where(union > 0, inter / np.maximum(union, 1), np.float32(1.0))
 
 
-def select_masks(
+def choose_mask_tokens(
     masks: np.ndarray,
     iou: np.ndarray,
     multimask: bool,

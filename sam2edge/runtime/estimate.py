@@ -25,12 +25,11 @@ Pure functions over configs and recorded numbers; nothing here touches a device.
 
 from __future__ import annotations
 
+from sam2edge.backends import registry
 from sam2edge.config import get_config
 
 MiB = 2**20
 LIVE = 3
-OVERHEAD = {"tensorrt": 300 * MiB, "onnxruntime-cuda": 600 * MiB, "torch-cuda": 800 * MiB,
-            "onnxruntime-cpu": 0, "torch-cpu": 0}
 # Official parameter counts in millions (sam2 README / measured on the official package).
 PARAMS_M = {"tiny": 38.9, "small": 46.0, "base_plus": 80.8, "large": 224.4}
 VIDEO_MEMORY_FRAMES = 7
@@ -71,7 +70,7 @@ def activation_bytes(variant: str, batch: int, video: bool = False) -> int:
 
 def framework_need(backend: str, variant: str, batch: int, weights_bytes: int, video: bool = False) -> int:
     """ONNX Runtime / PyTorch (CPU or CUDA): weights + estimated activations + overhead."""
-    return weights_bytes + activation_bytes(variant, batch, video) + OVERHEAD[backend]
+    return weights_bytes + activation_bytes(variant, batch, video) + registry.info(backend).overhead_mib * MiB
 
 
 def tensorrt_need(device_memory_bytes: int | None, weights_bytes: int, io_bytes: int, variant: str,
@@ -82,4 +81,4 @@ def tensorrt_need(device_memory_bytes: int | None, weights_bytes: int, io_bytes:
         source = "estimate (manifest has no device memory)"
     else:
         source = "engine manifest"
-    return weights_bytes + device_memory_bytes + io_bytes + OVERHEAD["tensorrt"], source
+    return weights_bytes + device_memory_bytes + io_bytes + registry.info("tensorrt").overhead_mib * MiB, source

@@ -15,7 +15,6 @@ Nothing else is caught: a bug (``TypeError``, ``InputError``...) propagates unch
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -23,14 +22,12 @@ from typing import Any
 
 import numpy as np
 
+from sam2edge.backends import registry
 from sam2edge.backends.base import Runner
-from sam2edge.backends.onnxruntime_runner import make_onnxruntime_runners
-from sam2edge.backends.tensorrt_runner import make_tensorrt_runners
-from sam2edge.backends.torch_runner import make_torch_runners
 from sam2edge.config import resolve_name
 from sam2edge.contract.artifacts import Artifact
 from sam2edge.engines.fingerprint import DeviceDescription, Installed, engine_fingerprint, probe_device, probe_installed
-from sam2edge.engines.store import EngineStore, OnnxSet
+from sam2edge.engines.store import ArtifactStore, OnnxSet
 from sam2edge.errors import BackendRuntimeError, BackendUnavailableError, EngineMismatchError
 from sam2edge.runtime.selection import Candidate, Decision, EngineOption, Request, Sources, decide
 
@@ -40,22 +37,7 @@ LOAD_ERRORS = (BackendUnavailableError, BackendRuntimeError, EngineMismatchError
 TorchLoader = Callable[[str], Any]  # device string -> loaded SAM2 model on that device
 
 
-def runtime_errors() -> tuple[type[BaseException], ...]:
-    """Typed errors that trigger a run-time fallback: ours, torch's CUDA OOM, ONNX Runtime's
-    run-time failures (allocation failures surface as ``RuntimeException``/``EPFail``)."""
-    errors: list[type[BaseException]] = [BackendRuntimeError]
-    torch = sys.modules.get("torch")
-    if torch is not None and hasattr(torch.cuda, "OutOfMemoryError"):
-        errors.append(torch.cuda.OutOfMemoryError)
-    return tuple(errors) + _ort_errors("RuntimeException", "EPFail")
-
-
-def _ort_errors(*names: str) -> tuple[type[BaseException], ...]:
-    state = sys.modules.get("onnxruntime.capi.onnxruntime_pybind11_state")
-    return tuple(getattr(state, n) for n in names if state is not None and hasattr(state, n))
-
-
-def engine_options(store: EngineStore, onnx: OnnxSet, device: DeviceDescription, installed: Installed,
+def engine_options(store: ArtifactStore, onnx: OnnxSet, device: DeviceDescription, installed: Installed,
                    gpu_index: int = 0, hash_files: bool = False) -> tuple[EngineOption, ...]:
     """The store's engine sets for one model, with the problems that keep each from running here."""
     here = engine_fingerprint(device, installed, gpu_index)
@@ -75,7 +57,7 @@ def engine_options(store: EngineStore, onnx: OnnxSet, device: DeviceDescription,
     return tuple(out)
 
 
-def gather_sources(variant: str, store: EngineStore, onnx: OnnxSet | None, device: DeviceDescription,
+def gather_sources(variant: str, store: ArtifactStore, onnx: OnnxSet | None, device: DeviceDescription,
                    installed: Installed, torch_weights: bool, gpu_index: int = 0) -> Sources:
     if onnx is None:
         return Sources(variant, torch_weights, export_hint=f"sam2edge export {variant} --out {store.root}")
@@ -120,7 +102,7 @@ class BackendSet:
                 runner, backend = self._runners[name], self.active_backend
             try:
                 return runner.infer(feeds, check=False)
-            except runtime_errors() as exc:
+            except registry.runtime_errors() as exc:
                 if self.strict:
                     raise
                 with self._lock:
@@ -183,55 +165,20 @@ class FallbackRunner(Runner):
 
 @dataclass
 class RunnerFactory:
-    """Builds one candidate's runners from the store / a PyTorch loader."""
+    """Builds one candidate's runners through the backend registry, from the store and a PyTorch loader."""
 
-    store: EngineStore
+    store: ArtifactStore
     onnx: OnnxSet | None
     artifacts: tuple[str, ...]
     torch_loader: TorchLoader | None = None
     threads: int | None = None
 
     def __call__(self, cand: Candidate) -> dict[str, Runner]:
-        try:
-            return self._make(cand)
-        except ImportError as exc:  # an optional backend module or library that is not installed
-            raise BackendUnavailableError(f"{cand.backend}: {exc}") from exc
-
-    def _make(self, cand: Candidate) -> dict[str, Runner]:
-        if cand.backend == "tensorrt":
+        engines = None
+        if cand.engine_dir is not None:
             engines = next(e for e in self.store.engine_sets(self.onnx) if str(e.dir) == cand.engine_dir)
-            return make_tensorrt_runners(self.store, engines, _index(cand.device), self.artifacts)
-        if cand.backend.startswith("onnxruntime"):
-            return self._onnxruntime(cand)
-        if self.torch_loader is None:
-            raise BackendUnavailableError("no PyTorch model loader was given")
-
-        return make_torch_runners(self.torch_loader(cand.device), cand.device, artifacts=self.artifacts)
-
-    def _onnxruntime(self, cand: Candidate) -> dict[str, Runner]:
-        if self.onnx is None:
-            raise BackendUnavailableError("no ONNX export to run with onnxruntime")
-        if cand.device == "cpu":
-            providers: list[Any] = ["CPUExecutionProvider"]
-        else:
-            providers = [("CUDAExecutionProvider", {"device_id": _index(cand.device)}), "CPUExecutionProvider"]
-        runners = make_onnxruntime_runners(self.onnx.dir, providers=providers, threads=self.threads,
-                                           artifacts=self.artifacts, strict=cand.device != "cpu")
-        for name, r in runners.items():
-            try:
-                r.activate()
-            except _ort_errors("Fail", "InvalidProtobuf", "NoSuchFile", "InvalidGraph", "NotImplemented",
-                               "RuntimeException", "EPFail") as exc:
-                raise BackendUnavailableError(f"onnxruntime could not load {name}: {exc}") from exc
-            if cand.device != "cpu":
-                got = list(getattr(r, "active_providers", []))
-                if not got or got[0] != "CUDAExecutionProvider":
-                    raise BackendUnavailableError(f"onnxruntime gave {name} the providers {got}, not CUDA")
-        return runners
-
-
-def _index(device: str) -> int:
-    return int(device.split(":")[1]) if ":" in device else 0
+        sources = self.store.runner_sources(self.onnx, engines, self.torch_loader, self.threads)
+        return registry.create_runners(cand.backend, sources, cand.device, self.artifacts)
 
 
 def open_backends(name: str, *, backend: str = "auto", device: str = "auto", batch: int = 1, video: bool = False,
@@ -245,14 +192,14 @@ def open_backends(name: str, *, backend: str = "auto", device: str = "auto", bat
     ``described`` replaces probing (a recorded machine); the runners are still real.
     """
 
-    store = EngineStore(store_root)
+    store = ArtifactStore(store_root)
     try:
         onnx: OnnxSet | None = store.find_onnx(name)
     except EngineMismatchError:
         onnx = None
     variant = onnx.variant if onnx else resolve_name(name)
     dev_desc, installed = described or (probe_device(), probe_installed(check_providers=False))
-    gpu_index = _index(device) if device.startswith("cuda:") else 0
+    gpu_index = registry.device_index(device) if device.startswith("cuda:") else 0
     sources = gather_sources(variant, store, onnx, dev_desc, installed, torch_loader is not None, gpu_index)
     request = Request(backend=backend, device=device, batch=batch, video=video, precision=precision, strict=strict)
     decision = decide(dev_desc, installed, sources, request)

@@ -1,32 +1,55 @@
-"""from_pretrained: turn a name, checkpoint path or engines folder into a ready predictor.
+"""from_pretrained: turn a name, checkpoint path or export folder into a ready predictor.
 
-Backend choice is delegated to :mod:`sam2edge.runtime.fallback` (ordered candidates,
-free-memory admission, logged fallback, strict mode). This module only works out *what*
-the user pointed at and which exported set, if any, was made from exactly that checkpoint.
+:func:`resolve_source` works out *what* the user pointed at (:class:`ModelSource`): an export
+folder (ONNX Runtime / TensorRT only), a checkpoint file (PyTorch, plus the export made from
+exactly that file if the store has one), or a variant name. Backend choice is then delegated
+to :mod:`sam2edge.runtime.fallback` (ordered candidates, free-memory admission, logged
+fallback, strict mode). Whenever the source forces another backend than the one requested,
+the change is explicit: logged with its reason and recorded on the source.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from sam2edge.config import get_config, resolve_name
+from sam2edge.backends import registry
+from sam2edge.config import ModelConfig, get_config, resolve_name
 from sam2edge.contract.artifacts import Artifact
-from sam2edge.contract.manifest import read_manifest
-from sam2edge.download import sha256_file
-from sam2edge.engines.store import EngineStore
-from sam2edge.errors import BackendUnavailableError, InputError
-from sam2edge.runtime.fallback import open_backends
+from sam2edge.contract.manifest import onnx_dir, read_manifest
+from sam2edge.errors import BackendUnavailableError, InputError, UnknownModelError
+from sam2edge.integrity import sha256_file
+from sam2edge.runtime.fallback import TorchLoader, open_backends
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
-_PREDICTOR_KWARGS = {
+MODELS_DIR_ENV = "SAM2EDGE_MODELS_DIR"
+PREDICTOR_KWARGS = frozenset({
     "sam2_image_embeddings_cache", "sam2_low_resolution_masks_cache", "preprocessing", "max_batch_size",
     "max_hole_area", "max_sprinkle_area",
-}
+})
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """What ``from_pretrained`` was pointed at, resolved.
+
+    kind: "export" (a folder with ONNX artifacts), "checkpoint" (a .pt file) or "name" (a variant).
+    store_name: what the store is searched by (an export folder, or a variant name).
+    backend / strict: what will be asked of the selection (may differ from the request; see reason).
+    """
+
+    kind: str
+    config: ModelConfig
+    store_name: str
+    torch_loader: TorchLoader | None
+    backend: str
+    strict: bool
+    checkpoint: Path | None = None
+    reason: str = ""  # why backend/strict differ from what was requested ("" when they do not)
 
 
 def local_checkpoint(name_or_path: str) -> Path | None:
@@ -36,21 +59,20 @@ def local_checkpoint(name_or_path: str) -> Path | None:
     used as they are, without the published-hash check; the variant is still detected from
     the file's keys and must be the one asked for.
     """
-
-    folder = os.environ.get("SAM2EDGE_MODELS_DIR")
+    folder = os.environ.get(MODELS_DIR_ENV)
     if not folder:
         return None
     try:
         name = resolve_name(name_or_path)
-    except Exception:
+    except UnknownModelError:
         return None
     candidate = Path(folder) / f"{name}.pt"
     return candidate if candidate.is_file() else None
 
 
-def load_torch_model(name_or_path: str, device: str = "cpu"):
+def load_torch_model(name_or_path: str, device: str = "cpu") -> tuple[Any, ModelConfig, Path]:
     """Checkpoint path or variant name -> (SAM2Model on device, ModelConfig, checkpoint path)."""
-    from sam2edge.model import build_model
+    from sam2edge.model import build_model  # torch: loaded only when PyTorch runs
     from sam2edge.model.checkpoint import load_checkpoint, resolve_checkpoint
 
     local = local_checkpoint(name_or_path)
@@ -63,59 +85,69 @@ def load_torch_model(name_or_path: str, device: str = "cpu"):
     return model.to(device).eval(), cfg, Path(path)
 
 
-def load_predictor(cls: type, model_name_or_path: str, backend: str = "auto", device: str | None = None,
-                   strict: bool = False, engines_dir: str | None = None, video: bool = False, **kwargs: Any):
-    """See SAM2.from_pretrained."""
+def torch_loader(name_or_path: str) -> TorchLoader:
+    """device -> the PyTorch model of ``name_or_path`` on that device (loaded when called)."""
 
-    if backend not in BACKENDS:
-        raise InputError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    kwargs.pop("api_key", None)  # accepted for seed-API compatibility; everything runs offline
-    predictor_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in _PREDICTOR_KWARGS}
-    if kwargs:
-        log.debug("from_pretrained ignores %s", sorted(kwargs))
-    name, cfg, loader, backend, strict = _resolve_source(str(model_name_or_path), backend, strict, engines_dir)
-    backends = open_backends(
-        name, backend=backend, device=device or "auto", strict=strict, store_root=engines_dir,
-        artifacts=Artifact.ALL if video else Artifact.IMAGE, torch_loader=loader,
-    )
-    log.info("sam2edge: %s on %s", cfg.name, backends.active_backend)
-    return cls(backends.runners, cfg, backend=backends, **predictor_kwargs)
-
-
-def _resolve_source(target: str, backend: str, strict: bool, engines_dir: str | None):
-    """-> (name for the store, ModelConfig, torch loader or None, backend, strict)."""
-
-    path = Path(target)
-    if path.is_dir():  # an exported folder: ONNX Runtime / TensorRT only
-
-        onnx_dir = path / "onnx" if (path / "onnx").is_dir() else path
-        return str(path), get_config(read_manifest(onnx_dir)["variant"]), None, backend, strict
-    if path.is_file():  # a checkpoint: use an export only if it was made from this very file
-        from sam2edge.model.checkpoint import load_checkpoint
-
-        _, cfg = load_checkpoint(path)
-        folder = EngineStore(engines_dir).root / f"{cfg.name}-{sha256_file(path)[:8]}"
-        loader = _loader(str(path))
-        if (folder / "onnx").is_dir():
-            return str(folder), cfg, loader, backend, strict
-        if backend in ("onnxruntime", "tensorrt"):
-            raise BackendUnavailableError(
-                f"backend={backend!r} needs an export of {path}: run `sam2edge export {path}` "
-                f"(and `sam2edge build {path}` for TensorRT) first"
-            )
-        # No export of this checkpoint: PyTorch only (never another checkpoint's export).
-        return cfg.name, cfg, loader, "torch", True
-    try:
-        name = resolve_name(target)
-    except Exception as exc:
-        raise InputError(
-            f"model {target!r} is neither a file, an exported folder, nor a known variant name ({exc})"
-        ) from exc
-    return name, get_config(name), _loader(name), backend, strict
-
-
-def _loader(name_or_path: str):
-    def load(device: str):
+    def load(device: str) -> Any:
         return load_torch_model(name_or_path, device)[0]
 
     return load
+
+
+def resolve_source(target: str, backend: str = "auto", strict: bool = False, store_dir: str | None = None) -> ModelSource:
+    """What ``target`` is, and with which backend request it can be opened (see :class:`ModelSource`)."""
+    registry.check_choice(backend)
+    path = Path(target)
+    if path.is_dir():
+        folder = path / "onnx" if (path / "onnx").is_dir() else path
+        manifest = read_manifest(folder)
+        return ModelSource("export", get_config(manifest["variant"]), str(path), None, backend, strict)
+    if path.is_file():
+        return _checkpoint_source(path, backend, strict, store_dir)
+    try:
+        name = resolve_name(target)
+    except UnknownModelError as exc:
+        raise InputError(
+            f"model {target!r} is neither a file, an export folder, nor a known variant name ({exc})"
+        ) from exc
+    return ModelSource("name", get_config(name), name, torch_loader(name), backend, strict)
+
+
+def _checkpoint_source(path: Path, backend: str, strict: bool, store_dir: str | None) -> ModelSource:
+    """A checkpoint uses an export only if it was made from this very file (same sha256)."""
+    from sam2edge.model.checkpoint import load_checkpoint  # torch: a .pt file needs it anyway
+
+    _, cfg = load_checkpoint(path)
+    export = onnx_dir(store_dir, cfg.name, sha256_file(path))
+    source = ModelSource("checkpoint", cfg, cfg.name, torch_loader(str(path)), backend, strict, checkpoint=path)
+    if export.is_dir():
+        return replace(source, store_name=str(export.parent))
+    if backend not in (registry.AUTO, registry.TORCH):
+        raise BackendUnavailableError(
+            f"backend={backend!r} needs an export of {path}: run `sam2edge export {path}` "
+            f"(and `sam2edge build {path}` for TensorRT) first"
+        )
+    reason = f"no export of {path.name} in the store: PyTorch only (never another checkpoint's export)"
+    return replace(source, backend=registry.TORCH, strict=True, reason=reason)
+
+
+def load_predictor(cls: type, model_name_or_path: str, backend: str = "auto", device: str | None = None,
+                   strict: bool = False, store_dir: str | None = None, video: bool = False, **kwargs: Any) -> Any:
+    """See SAM2.from_pretrained."""
+    registry.check_choice(backend)
+    if "engines_dir" in kwargs:  # the former name of store_dir
+        store_dir = kwargs.pop("engines_dir") if store_dir is None else store_dir
+    kwargs.pop("api_key", None)  # accepted for seed-API compatibility; everything runs offline
+    predictor_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in PREDICTOR_KWARGS}
+    if kwargs:
+        log.debug("from_pretrained ignores %s", sorted(kwargs))
+    source = resolve_source(str(model_name_or_path), backend, strict, store_dir)
+    if source.reason:
+        log.warning("sam2edge: backend=%r asked, using backend=%r (strict=%s): %s",
+                    backend, source.backend, source.strict, source.reason)
+    backends = open_backends(
+        source.store_name, backend=source.backend, device=device or "auto", strict=source.strict,
+        store_root=store_dir, artifacts=Artifact.ALL if video else Artifact.IMAGE, torch_loader=source.torch_loader,
+    )
+    log.info("sam2edge: %s on %s", source.config.name, backends.active_backend)
+    return cls(backends.runners, source.config, backend=backends, **predictor_kwargs)

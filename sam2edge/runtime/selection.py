@@ -16,14 +16,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from sam2edge.backends import registry
 from sam2edge.contract.artifacts import BATCH, NUM_OBJECTS
 from sam2edge.engines.fingerprint import DeviceDescription, GpuInfo, Installed, mib
 from sam2edge.runtime import estimate
 
-BACKEND_ORDER = ("tensorrt", "onnxruntime-cuda", "torch-cuda", "onnxruntime-cpu", "torch-cpu")
-GPU_BACKENDS = frozenset(BACKEND_ORDER[:3])
-FAMILIES = {"auto": BACKEND_ORDER, "tensorrt": ("tensorrt",), "onnxruntime": ("onnxruntime-cuda", "onnxruntime-cpu"),
-            "torch": ("torch-cuda", "torch-cpu")}
 PRECISION_PREFERENCE = ("fp16", "bf16", "fp32")
 
 
@@ -105,11 +102,12 @@ class Decision:
 def decide(device: DeviceDescription, installed: Installed, sources: Sources, request: Request) -> Decision:
     """Every backend in order, admitted or excluded with a reason; the requested ones first."""
     wanted = wanted_backends(request)
-    order = [b for b in BACKEND_ORDER if b in wanted] + [b for b in BACKEND_ORDER if b not in wanted]
+    order = [b for b in registry.ORDER if b in wanted] + [b for b in registry.ORDER if b not in wanted]
     gpu = _gpu(device, request.device)
     out = []
     for backend in order:
-        dev = f"cuda:{gpu.index}" if backend in GPU_BACKENDS and gpu else ("cpu" if backend not in GPU_BACKENDS else "cuda")
+        on_gpu = backend in registry.GPU_BACKENDS
+        dev = (f"cuda:{gpu.index}" if gpu else "cuda") if on_gpu else "cpu"
         if backend not in wanted and request.strict:
             out.append(Candidate(backend, dev, False, f"not requested (backend={request.backend!r}, "
                                                        f"device={request.device!r}, strict)"))
@@ -122,13 +120,11 @@ def decide(device: DeviceDescription, installed: Installed, sources: Sources, re
 
 
 def wanted_backends(request: Request) -> set[str]:
-    if request.backend not in FAMILIES:
-        raise ValueError(f"backend must be one of {sorted(FAMILIES)}, got {request.backend!r}")
-    wanted = set(FAMILIES[request.backend])
+    wanted = set(registry.FAMILIES[registry.check_choice(request.backend)])
     if request.device == "cpu":
-        wanted -= GPU_BACKENDS
+        wanted -= registry.GPU_BACKENDS
     elif request.device.startswith("cuda"):
-        wanted &= GPU_BACKENDS
+        wanted &= registry.GPU_BACKENDS
     return wanted
 
 
@@ -142,9 +138,9 @@ def _judge(backend: str, dev: str, gpu: GpuInfo | None, device: DeviceDescriptio
     missing = _missing(backend, gpu, device, installed, sources)
     if missing:
         return Candidate(backend, dev, False, missing)
-    if backend == "tensorrt":
+    if registry.family(backend) == registry.TENSORRT:
         return _judge_tensorrt(dev, gpu, device, sources, request)  # type: ignore[arg-type]
-    if backend.startswith("onnxruntime"):
+    if registry.family(backend) == registry.ONNXRUNTIME:
         weights = int(sources.onnx_bytes or 0)
     else:
         weights = estimate.torch_weights_bytes(sources.variant)
@@ -155,18 +151,19 @@ def _judge(backend: str, dev: str, gpu: GpuInfo | None, device: DeviceDescriptio
 def _missing(backend: str, gpu: GpuInfo | None, device: DeviceDescription, installed: Installed,
              sources: Sources) -> str:
     """Why ``backend`` cannot even be tried here, or "" when it can."""
-    on_gpu = backend in GPU_BACKENDS
+    on_gpu = backend in registry.GPU_BACKENDS
     if on_gpu and gpu is None:
         why = "; ".join(device.notes) or "the CUDA driver reports no GPU"
         return f"no CUDA GPU ({why})"
-    if backend == "tensorrt":
+    fam = registry.family(backend)
+    if fam == registry.TENSORRT:
         if installed.tensorrt is None:
             return "tensorrt is not installed (pip install 'sam2edge[tensorrt]', or JetPack's python3-libnvinfer)"
         if installed.cuda_python is None and installed.torch_cuda is None:
             return "device memory needs cuda-python (pip install cuda-python) or PyTorch with CUDA"
         if not sources.engines:
             return f"no TensorRT engines in the store for {sources.variant} (run `sam2edge build {sources.variant}`)"
-    elif backend.startswith("onnxruntime"):
+    elif fam == registry.ONNXRUNTIME:
         if installed.onnxruntime is None:
             return "onnxruntime is not installed (pip install onnxruntime or onnxruntime-gpu)"
         provider = "CUDAExecutionProvider" if on_gpu else "CPUExecutionProvider"
@@ -190,7 +187,7 @@ def _judge_tensorrt(dev: str, gpu: GpuInfo, device: DeviceDescription, sources: 
     options = sorted((e for e in sources.engines if e.precision in prefs), key=lambda e: prefs.index(e.precision))
     if not options:
         have = sorted({e.precision for e in sources.engines})
-        return Candidate("tensorrt", dev, False, f"no {'/'.join(prefs)} engines in the store (have {have})")
+        return Candidate(registry.TENSORRT, dev, False, f"no {'/'.join(prefs)} engines in the store (have {have})")
     refusals = []
     for e in options:
         problems = list(e.problems) + _dims_problems(e, request)
@@ -200,13 +197,13 @@ def _judge_tensorrt(dev: str, gpu: GpuInfo, device: DeviceDescription, sources: 
             continue
         need, source = estimate.tensorrt_need(e.device_memory_bytes, e.weights_bytes, e.io_bytes, sources.variant,
                                               request.batch, request.video)
-        c = _fits("tensorrt", dev, gpu, device, request, need, source)
+        c = _fits(registry.TENSORRT, dev, gpu, device, request, need, source)
         c = Candidate(**{**asdict(c), "engine_dir": e.dir, "precision": e.precision,
                          "reason": f"{e.precision} engines: {c.reason}"})
         if c.admitted:
             return c
         refusals.append(c.reason)
-    return Candidate("tensorrt", dev, False, " | ".join(refusals))
+    return Candidate(registry.TENSORRT, dev, False, " | ".join(refusals))
 
 
 def _dims_problems(e: EngineOption, request: Request) -> list[str]:
@@ -221,7 +218,7 @@ def _dims_problems(e: EngineOption, request: Request) -> list[str]:
 def _fits(backend: str, dev: str, gpu: GpuInfo | None, device: DeviceDescription, request: Request, need: int,
           source: str) -> Candidate:
     """Admit when need + headroom <= usable free memory (GPU: driver/Jetson rule; CPU: MemAvailable)."""
-    if backend in GPU_BACKENDS:
+    if backend in registry.GPU_BACKENDS:
         assert gpu is not None
         free, how = device.usable_free_bytes(gpu)
         total = gpu.total_bytes

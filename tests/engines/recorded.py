@@ -79,7 +79,8 @@ def make_engine_set(onnx_dir: Path, fp: EngineFingerprint, precision: str = "fp1
                     batch_max: int = 8) -> Path:
     """An engine folder + manifest as ``sam2edge build`` writes it (plan bytes are placeholders:
     these tests exercise the checks that run before any deserialization)."""
-    from sam2edge.contract.manifest import read_manifest, sha256_file
+    from sam2edge.contract.manifest import read_manifest
+    from sam2edge.integrity import sha256_file
 
     onnx_manifest = read_manifest(onnx_dir)
     out = onnx_dir.parent / "tensorrt" / precision / fp.slug()

@@ -9,7 +9,7 @@ import pytest
 
 from sam2edge.backends.base import Runner
 from sam2edge.engines.fingerprint import probe_device, probe_installed
-from sam2edge.engines.store import EngineStore
+from sam2edge.engines.store import ArtifactStore
 from sam2edge.errors import BackendRuntimeError, BackendUnavailableError
 from sam2edge.runtime.fallback import BackendSet, RunnerFactory, open_backends
 from sam2edge.runtime.selection import Request, Sources, decide
@@ -91,7 +91,7 @@ def two_candidates():
 def make_factory(tiny_model, failing):
     from sam2edge.contract.artifacts import ARTIFACTS
 
-    real = RunnerFactory(EngineStore("/nonexistent"), None, ARTS, torch_loader=lambda dev: tiny_model)
+    real = RunnerFactory(ArtifactStore("/nonexistent"), None, ARTS, torch_loader=lambda dev: tiny_model)
 
     def factory(cand):
         if cand.backend == "onnxruntime-cpu":
@@ -141,7 +141,7 @@ def test_load_failure_falls_back_at_load_time(tiny_model, tmp_path):
     from tests.engines.recorded import make_onnx_export
 
     make_onnx_export(tmp_path)
-    store = EngineStore(tmp_path)
+    store = ArtifactStore(tmp_path)
     real = RunnerFactory(store, store.find_onnx("sam2.1_hiera_tiny"), ARTS, torch_loader=lambda dev: tiny_model)
     bs = BackendSet(two_candidates(), real, ARTS)
     assert bs.active_backend == "torch-cpu"

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import argparse
-
 import pytest
 
-from sam2edge.cli.build import add_build_arguments, add_doctor_arguments, doctor_report, run_build, run_doctor
-from sam2edge.engines.store import EngineStore
+from sam2edge.cli.doctor import doctor_report
+from sam2edge.cli.main import main
+from sam2edge.engines.store import ArtifactStore
 from tests.engines.recorded import (
     JETSON_INSTALLED,
     JETSON_ORIN_NANO,
@@ -18,14 +17,8 @@ from tests.engines.recorded import (
 )
 
 
-def parse(adder, argv):
-    p = argparse.ArgumentParser()
-    adder(p)
-    return p.parse_args(argv)
-
-
 def test_doctor_on_this_machine(tmp_path, capsys):
-    rc = run_doctor(parse(add_doctor_arguments, ["--engines", str(tmp_path), "--json"]))
+    rc = main(["doctor", "--engines", str(tmp_path), "--json"])
     out = capsys.readouterr().out
     print(out)
     assert rc == 0
@@ -37,7 +30,7 @@ def test_doctor_on_this_machine(tmp_path, capsys):
 def test_doctor_recorded_jetson_with_engines(tmp_path):
     onnx_dir = make_onnx_export(tmp_path)
     make_engine_set(onnx_dir, fingerprint_of(JETSON_ORIN_NANO, JETSON_INSTALLED))
-    report = doctor_report(JETSON_ORIN_NANO, JETSON_INSTALLED, EngineStore(tmp_path))
+    report = doctor_report(JETSON_ORIN_NANO, JETSON_INSTALLED, ArtifactStore(tmp_path))
     print(report.text)
     assert report.usable
     assert "Jetson: NVIDIA Jetson Orin Nano" in report.text and "power mode 15W" in report.text
@@ -48,7 +41,7 @@ def test_doctor_recorded_jetson_with_engines(tmp_path):
 def test_doctor_nothing_usable_exits_non_zero(tmp_path):
     onnx_dir = make_onnx_export(tmp_path)
     make_engine_set(onnx_dir, fingerprint_of(JETSON_ORIN_NANO, JETSON_INSTALLED))
-    report = doctor_report(JETSON_ORIN_NANO, NOTHING_INSTALLED, EngineStore(tmp_path))
+    report = doctor_report(JETSON_ORIN_NANO, NOTHING_INSTALLED, ArtifactStore(tmp_path))
     print(report.text)
     assert not report.usable and "NOTHING USABLE" in report.text
     assert "NOT usable: TensorRT or a CUDA GPU is not available here" in report.text
@@ -61,9 +54,8 @@ def real_store(exported_graphs):
 
 
 def test_build_print_trtexec(real_store, capsys):
-    args = parse(add_build_arguments, ["sam2.1_hiera_tiny", "--engines", str(real_store), "--print-trtexec",
-                                       "--artifacts", "memory_encoder", "prompt_decoder", "--max-batch", "4"])
-    assert run_build(args) == 0
+    assert main(["build", "sam2.1_hiera_tiny", "--store", str(real_store), "--print-trtexec",
+                 "--artifacts", "memory_encoder", "prompt_decoder", "--max-batch", "4"]) == 0
     out = capsys.readouterr().out
     print(out[:1500])
     lines = [line for line in out.splitlines() if line.startswith("trtexec")]
@@ -73,20 +65,19 @@ def test_build_print_trtexec(real_store, capsys):
 
 
 def test_build_without_tensorrt_fails_clearly(real_store, capsys):
-    args = parse(add_build_arguments, ["sam2.1_hiera_tiny", "--engines", str(real_store), "--artifacts", "prompt_decoder"])
-    assert run_build(args) == 1
+    assert main(["build", "sam2.1_hiera_tiny", "--store", str(real_store), "--artifacts", "prompt_decoder"]) == 1
     err = capsys.readouterr().err
     print(err)
     assert "tensorrt" in err and "pip install" in err
 
 
 def test_build_unknown_model(tmp_path, capsys):
-    assert run_build(parse(add_build_arguments, ["sam2.1_hiera_large", "--engines", str(tmp_path)])) == 1
+    assert main(["build", "sam2.1_hiera_large", "--engines", str(tmp_path)]) == 1
     assert "sam2edge export" in capsys.readouterr().err
 
 
 def test_doctor_with_a_real_export(real_store, capsys):
-    assert run_doctor(parse(add_doctor_arguments, ["--engines", str(real_store)])) == 0
+    assert main(["doctor", "--engines", str(real_store)]) == 0
     out = capsys.readouterr().out
     print(out)
     assert "sam2.1_hiera_tiny-e0e0e0e0: ONNX export" in out

@@ -7,7 +7,7 @@ import hashlib
 import pytest
 
 from sam2edge.contract.manifest import read_manifest, write_manifest
-from sam2edge.engines.store import EngineStore
+from sam2edge.engines.store import ArtifactStore
 from sam2edge.errors import EngineMismatchError
 from tests.engines.recorded import (
     JETSON_INSTALLED,
@@ -27,7 +27,7 @@ RTX = fingerprint_of(RTX_BUSY, RTX_INSTALLED)
 def store(tmp_path):
     onnx_dir = make_onnx_export(tmp_path)
     make_engine_set(onnx_dir, JET)
-    return EngineStore(tmp_path)
+    return ArtifactStore(tmp_path)
 
 
 def only_set(store):
@@ -49,9 +49,9 @@ def test_layout_and_listing(store, tmp_path):
 
 def test_root_from_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("SAM2EDGE_ENGINES", str(tmp_path / "elsewhere"))
-    assert EngineStore().root == tmp_path / "elsewhere"
+    assert ArtifactStore().root == tmp_path / "elsewhere"
     monkeypatch.delenv("SAM2EDGE_ENGINES")
-    assert str(EngineStore().root) == "engines"
+    assert str(ArtifactStore().root) == "engines"
 
 
 def test_find_onnx_by_name_folder_and_ambiguity(store, tmp_path):

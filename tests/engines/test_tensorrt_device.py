@@ -72,13 +72,13 @@ def test_build_load_and_verify_engines(tmp_path, exported_graphs, precision):
     pytest.importorskip("onnxruntime")
     from sam2edge.backends.tensorrt_runner import make_tensorrt_runners
     from sam2edge.contract.artifacts import ARTIFACTS
+    from sam2edge.contract.parity import compare_outputs
     from sam2edge.engines.build import build_engines
-    from sam2edge.engines.store import EngineStore
-    from sam2edge.engines.verify import compare_outputs
+    from sam2edge.engines.store import ArtifactStore
 
     onnx_dir = tmp_path / exported_graphs.parent.name / "onnx"
     shutil.copytree(exported_graphs, onnx_dir)
-    store = EngineStore(tmp_path)
+    store = ArtifactStore(tmp_path)
     onnx = store.find_onnx("sam2.1_hiera_tiny")
     engines = build_engines(onnx, store=store, precision=precision, limits={"num_prompts": 4},
                             artifacts=["prompt_decoder", "memory_encoder"], verify=False)

@@ -1,4 +1,4 @@
-"""``sam2edge export`` hook: progress on stderr, the onnx folder on stdout, errors as exit code 1."""
+"""``sam2edge export``: progress on stderr, the onnx folder on stdout, errors as exit code 1."""
 
 from __future__ import annotations
 
@@ -6,18 +6,19 @@ import argparse
 
 import pytest
 
-from sam2edge.cli.export import add_export_arguments, main, run_export
+from sam2edge.cli.export import add_arguments, run
+from sam2edge.cli.main import main
 from sam2edge.contract.manifest import read_manifest
 
 
 def test_arguments_defaults():
-    args = add_export_arguments(argparse.ArgumentParser()).parse_args(["sam2.1_hiera_tiny"])
+    args = add_arguments(argparse.ArgumentParser()).parse_args(["sam2.1_hiera_tiny"])
     assert args.checkpoint == "sam2.1_hiera_tiny" and args.artifacts is None and args.exporter == "dynamo"
-    assert args.opset is None and args.out is None
+    assert args.opset is None and args.store is None
 
 
 def test_missing_checkpoint_is_exit_code_1(capsys):
-    assert main(["/nonexistent/ckpt.pt", "--out", "/tmp/unused"]) == 1
+    assert main(["export", "/nonexistent/ckpt.pt", "--store", "/tmp/unused"]) == 1
     assert "neither an existing file nor a known variant" in capsys.readouterr().err
 
 
@@ -27,10 +28,10 @@ def test_export_one_artifact_with_progress(tmp_path, capsys):
     from sam2edge.model.checkpoint import write_random_checkpoint
 
     ckpt = write_random_checkpoint(tmp_path / "t.pt", "sam2.1_hiera_tiny", seed=5)
-    parser = add_export_arguments(argparse.ArgumentParser())
+    parser = add_arguments(argparse.ArgumentParser())
     args = parser.parse_args([str(ckpt), "--out", str(tmp_path / "engines"), "--artifacts", "memory_encoder",
                               "--threads", "2"])
-    assert run_export(args) == 0
+    assert run(args) == 0
     out, err = capsys.readouterr()
     onnx_dir = out.strip().splitlines()[-1]
     assert onnx_dir.startswith(str(tmp_path / "engines" / "sam2.1_hiera_tiny-")) and onnx_dir.endswith("onnx")

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from sam2edge.contract.artifacts import ARTIFACTS, tolerance
-from sam2edge.contract.manifest import MANIFEST_NAME, read_manifest, sha256_file, spec_to_dict, verify_files
+from sam2edge.contract.manifest import MANIFEST_NAME, read_manifest, spec_to_dict, verify_files
 from sam2edge.errors import BackendUnavailableError, EngineMismatchError, ExportError, InputError
+from sam2edge.integrity import sha256_file
 
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 
 from sam2edge.cache import (
-    MaskPrompt,
+    PromptKey,
     Sam2ImageEmbeddingsInMemoryCache,
     Sam2LowResolutionMasksInMemoryCache,
     Sam2MaskCacheEntry,
 )
 from sam2edge.errors import InputError
-from sam2edge.runtime.image.cache import ByteBudgetLRU, nbytes_of
+from sam2edge.runtime.image.caches import ByteBudgetLRU, nbytes_of
 
 
 def arr(nbytes: int, value: float = 1.0) -> np.ndarray:
@@ -294,9 +294,9 @@ def test_mask_cache_points_compared_after_rounding_and_order_free():
     assert cache.retrieve_best_match("img", prompt((10.01, 20.0, 1), P2, P3)) is None
     assert cache.retrieve_best_match("img", prompt((10.0, 20.0, 0), P2, P3)) is None  # label differs
     assert ("img", prompt(P2, P1)) in cache
-    # The predictor's serialised form (a one-element tuple) and MaskPrompt are accepted too.
+    # The predictor's serialised form (a one-element tuple) and PromptKey are accepted too.
     assert cache.retrieve_best_match("img", (prompt(P1, P2, P3),))[0, 0, 0] == 5
-    mp = MaskPrompt.from_arrays(np.array([[10, 20], [30, 40], [50, 60]]), np.array([1, 0, 1]))
+    mp = PromptKey.from_arrays(np.array([[10, 20], [30, 40], [50, 60]]), np.array([1, 0, 1]))
     assert cache.retrieve_best_match("img", mp)[0, 0, 0] == 5
     with pytest.raises(InputError, match="ONE prompt"):
         cache.retrieve_best_match("img", (prompt(P1), prompt(P2)))
@@ -334,7 +334,7 @@ def test_mask_cache_inference_models_api():
     entries = cache.retrieve_all_masks_for_image(key="img")
     assert [type(e) for e in entries] == [ForeignEntry, Sam2MaskCacheEntry]  # oldest first
     assert entries[0].prompt_hash == "their-hash" and entries[0].mask[0, 0, 0] == 7
-    assert entries[1].serialized_prompt == MaskPrompt.coerce(prompt(P1, P2)).serialize()
+    assert entries[1].serialized_prompt == PromptKey.coerce(prompt(P1, P2)).serialize()
     assert cache.retrieve_all_masks_for_image(key="nothing") == []
     # A foreign entry takes part in subset matching through its serialised prompt.
     cache2 = Sam2LowResolutionMasksInMemoryCache.init(size_limit=10)

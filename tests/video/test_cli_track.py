@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from sam2edge.cli.track import add_track_arguments, track_with
+from sam2edge.cli.track import add_arguments, track_with
 from sam2edge.errors import InputError
 from tests.video.clip import make_clip
 from tests.video.fakes import FakeModel
@@ -16,7 +16,7 @@ from tests.video.fakes import FakeModel
 
 def _args(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
-    add_track_arguments(parser)
+    add_arguments(parser)
     return parser.parse_args(list(argv))
 
 

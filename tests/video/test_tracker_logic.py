@@ -67,7 +67,7 @@ def test_objects_batched_per_frame(clip):
     enc = list(model.runners["memory_encoder"].calls)[-tracked_frames:]
     assert all(c["mask_logits"][0] == 4 for c in enc)
     dec_calls = _calls(model, "prompt_decoder") - before["prompt_decoder"]
-    assert tracker.engine.decoder_batches_images, "the prompt_decoder spec takes one embedding per prompt"
+    assert tracker.nets.decoder_batches_images, "the prompt_decoder spec takes one embedding per prompt"
     assert dec_calls == tracked_frames
     dec = list(model.runners["prompt_decoder"].calls)[-tracked_frames:]
     assert all(c["image_embed"][0] == 4 and c["point_coords"][0] == 4 for c in dec)

@@ -20,7 +20,7 @@ from sam2edge.config import ModelConfig
 from sam2edge.contract.artifacts import Artifact, Tensor
 from sam2edge.errors import InputError, UnknownImageHashError
 from sam2edge.processing import postprocess, preprocess
-from sam2edge.processing.masks import select_masks
+from sam2edge.processing.masks import choose_mask_tokens
 from sam2edge.runtime.image.prompts import ImagePrompts, build_image_prompts, per_image
 from sam2edge.runtime.image.types import SAM2ImageEmbeddings, SAM2Prediction
 from sam2edge.runtime.loading import load_predictor
@@ -67,14 +67,14 @@ class SAM2:
     # -- construction ------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, model_name_or_path: str, api_key: str | None = None, **kwargs: Any) -> SAM2:
-        """Load a variant by name, an official checkpoint path, or an exported engines folder.
+        """Load a variant by name, an official checkpoint path, or an export folder.
 
         ``api_key`` is accepted and ignored: everything runs offline. Keyword arguments:
         ``backend`` ("auto" | "tensorrt" | "onnxruntime" | "torch"), ``device``, ``strict``,
-        ``engines_dir``, ``sam2_image_embeddings_cache``, ``sam2_low_resolution_masks_cache``,
+        ``store_dir`` (the artifact store; default $SAM2EDGE_STORE or engines/), ``video``,
+        ``sam2_image_embeddings_cache``, ``sam2_low_resolution_masks_cache``,
         ``preprocessing`` ("auto" | "exact" | "opencv"), ``max_hole_area``, ``max_sprinkle_area``.
         """
-
         return load_predictor(cls, model_name_or_path, **kwargs)
 
     @property
@@ -234,7 +234,7 @@ class SAM2:
             np.asarray(emb.embeddings, np.float32), np.asarray(emb.high_resolution_features[0], np.float32),
             np.asarray(emb.high_resolution_features[1], np.float32), prm.coords, prm.labels, mask_in, has_mask)))
         out = self.runners[Artifact.PROMPT_DECODER].infer(feeds)
-        low_res, scores, _ = select_masks(
+        low_res, scores, _ = choose_mask_tokens(
             out[DEC_OUT[0]], out[DEC_OUT[1]], multimask,
             self.config.dynamic_multimask_via_stability,
             self.config.dynamic_multimask_stability_delta, self.config.dynamic_multimask_stability_thresh)

@@ -32,13 +32,13 @@ from sam2edge.runtime.video.frames import (
     open_source,
 )
 from sam2edge.runtime.video.mask_prompt import host_constants_of
-from sam2edge.runtime.video.runners import VideoEngine
+from sam2edge.runtime.video.runners import VideoRunners
 from sam2edge.runtime.video.state import FrameResult, MemoryEntry, VideoOptions
 from sam2edge.runtime.video.stream import VideoStream
 from sam2edge.runtime.video.tracker import VideoTracker
 
 __all__ = [
-    "track", "stream", "VideoTracker", "VideoStream", "VideoOptions", "FrameResult", "VideoEngine",
+    "track", "stream", "VideoTracker", "VideoStream", "VideoOptions", "FrameResult", "VideoRunners",
     "FrameSource", "VideoFileSource", "PyAVSource", "FolderSource", "SequenceSource", "IterableSource",
     "PushSource", "EndOfVideo", "open_source", "video_runners", "MemoryEntry", "MemoryPolicy", "MemorySelection", "ObjectMemory",
 ]
@@ -53,17 +53,17 @@ def track(model: Any, source: Any, video_backend: str = "opencv", **options: Any
     preprocessing, input_color_format, num_frames, mask_threshold).
     """
     opts = VideoOptions(**options)
-    engine = VideoEngine(video_runners(model), model.config)
+    nets = VideoRunners(video_runners(model), model.config)
     src = open_source(source, opts.input_color_format, opts.num_frames, video_backend)
-    return VideoTracker(engine, src, model.config, opts, host_constants_of(model))
+    return VideoTracker(nets, src, model.config, opts, host_constants_of(model))
 
 
 def stream(model: Any, first_frame: Any, prompts: Any = None, **options: Any) -> VideoStream:
     """A live VideoStream starting at ``first_frame`` with ``prompts``: {obj_id: {"points": [[x, y]],
     "labels": [1], "box": [x0, y0, x1, y1], "mask": HxW}} (any subset per object)."""
     opts = VideoOptions(**options)
-    engine = VideoEngine(video_runners(model), model.config)
-    return VideoStream(engine, model.config, opts, first_frame, prompts, host_constants_of(model))
+    nets = VideoRunners(video_runners(model), model.config)
+    return VideoStream(nets, model.config, opts, first_frame, prompts, host_constants_of(model))
 
 
 def video_runners(model: Any) -> dict[str, Any]:

@@ -25,7 +25,7 @@ HOST_CONSTANTS = ("mask_downsample.weight", "mask_downsample.bias", "no_obj_ptr"
 MASK_LOGIT_SCALE, MASK_LOGIT_BIAS = 20.0, -10.0
 
 
-def resize_antialias(plane: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
+def resize_plane(plane: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
     """[H,W] float32 -> [h,w] with torch's ``interpolate(bilinear, antialias=True)`` filter."""
     plane = np.ascontiguousarray(plane, np.float32)
     return np.ascontiguousarray(resize.resize_antialias(plane, int(out_hw[0]), int(out_hw[1])), np.float32)
@@ -38,13 +38,13 @@ def mask_to_input_size(mask: Any, size: int) -> np.ndarray:
         raise InputError(f"mask must be a 2-D [H,W] array, got shape {arr.shape}")
     m = arr.astype(np.float32)
     if m.shape != (size, size):
-        m = (resize_antialias(m, (size, size)) >= 0.5).astype(np.float32)
+        m = (resize_plane(m, (size, size)) >= 0.5).astype(np.float32)
     return m
 
 
 def mask_output_logits(mask_full: np.ndarray, low_res: int) -> np.ndarray:
     """[S,S] 0/1 -> [low_res,low_res] logits (mask*20-10, antialiased downsample)."""
-    return resize_antialias(mask_full * MASK_LOGIT_SCALE + MASK_LOGIT_BIAS, (low_res, low_res))
+    return resize_plane(mask_full * MASK_LOGIT_SCALE + MASK_LOGIT_BIAS, (low_res, low_res))
 
 
 def mask_downsample(mask_full: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:

@@ -22,7 +22,7 @@ from sam2edge.config import ModelConfig
 from sam2edge.contract.artifacts import NUM_MEMORY_FRAMES, NUM_OBJ_PTRS, NUM_OBJECTS, NUM_PROMPTS, Artifact, Tensor
 from sam2edge.contract.spec import Dim
 from sam2edge.errors import BackendRuntimeError, BackendUnavailableError
-from sam2edge.processing.masks import select_masks
+from sam2edge.processing.masks import choose_mask_tokens
 from sam2edge.runtime.video.bank import MemorySelection
 from sam2edge.runtime.video.state import NO_OBJ_SCORE, FrameFeatures
 
@@ -42,7 +42,7 @@ class Decoded:
     object_score: np.ndarray
 
 
-class VideoEngine:
+class VideoRunners:
     """The four runners of one model plus its config; no state across frames."""
 
     def __init__(self, runners: Mapping[str, Runner], config: ModelConfig) -> None:
@@ -157,7 +157,7 @@ class VideoEngine:
         token 0 with the stability fallback for the mask and token 0 for the pointer; masks of
         absent objects (score <= 0) become NO_OBJ_SCORE."""
         cfg = self.config
-        masks, iou, idx = select_masks(out[Tensor.MASKS], out[Tensor.IOU_PREDICTIONS], multimask,
+        masks, iou, idx = choose_mask_tokens(out[Tensor.MASKS], out[Tensor.IOU_PREDICTIONS], multimask,
                                        cfg.dynamic_multimask_via_stability, cfg.dynamic_multimask_stability_delta,
                                        cfg.dynamic_multimask_stability_thresh)
         rows = np.arange(masks.shape[0])

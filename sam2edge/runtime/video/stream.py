@@ -15,7 +15,7 @@ from typing import Any
 from sam2edge.config import ModelConfig
 from sam2edge.errors import InputError
 from sam2edge.runtime.video.frames import PushSource
-from sam2edge.runtime.video.runners import VideoEngine
+from sam2edge.runtime.video.runners import VideoRunners
 from sam2edge.runtime.video.state import FrameResult, VideoOptions
 from sam2edge.runtime.video.tracker import VideoTracker
 
@@ -25,13 +25,13 @@ PROMPT_KEYS = ("points", "labels", "box", "mask")
 class VideoStream:
     """``stream.track(frame) -> FrameResult`` for a live source; prompts on the current frame."""
 
-    def __init__(self, engine: VideoEngine, config: ModelConfig, options: VideoOptions, first_frame: Any,
+    def __init__(self, nets: VideoRunners, config: ModelConfig, options: VideoOptions, first_frame: Any,
                  prompts: Mapping[int, Mapping[str, Any]] | None = None,
                  host_constants: Any = None) -> None:
         if options.num_frames is not None:
             raise InputError("a stream has no known length; do not pass num_frames")
         self._source = PushSource(options.input_color_format)
-        self.tracker = VideoTracker(engine, self._source, config, options, host_constants, streaming=True)
+        self.tracker = VideoTracker(nets, self._source, config, options, host_constants, streaming=True)
         self.frame_idx = self._source.push(first_frame)
         self.tracker._features_for(self.frame_idx)  # decode + encode the first frame now
         self.first_result: FrameResult | None = None

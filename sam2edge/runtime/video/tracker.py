@@ -8,7 +8,7 @@ It follows the official SAM2VideoPredictor step by step (see bank.py for memory 
   the bank when propagation starts; their memory is encoded (mask binarised) before the frame's
   features leave the one-frame feature cache, so a prompted frame is not decoded again for it;
 * ``propagate`` tracks every object on every frame except its conditioning frames, whose
-  prompted outputs are reused; all objects of a frame are batched (engine.py);
+  prompted outputs are reused; all objects of a frame are batched (runners.py);
 * ``propagate`` is a generator: results are yielded, never accumulated; the bank is pruned
   as the frontier moves (bank.py), and frames are decoded lazily from the source.
 """
@@ -28,7 +28,7 @@ from sam2edge.runtime.preprocessing import make_preprocess
 from sam2edge.runtime.video import mask_prompt
 from sam2edge.runtime.video.bank import MemoryPolicy, ObjectMemory
 from sam2edge.runtime.video.frames import EndOfVideo, FrameSource
-from sam2edge.runtime.video.runners import LOW_RES, VideoEngine, use_multimask
+from sam2edge.runtime.video.runners import LOW_RES, VideoRunners, use_multimask
 from sam2edge.runtime.video.state import (
     NO_OBJ_SCORE,
     FrameFeatures,
@@ -48,20 +48,20 @@ BOX_LABELS = (2, 3)
 class VideoTracker:
     """Multi-object tracking over a frame source (see the module docstring)."""
 
-    def __init__(self, engine: VideoEngine, source: FrameSource, config: ModelConfig, options: VideoOptions,
+    def __init__(self, nets: VideoRunners, source: FrameSource, config: ModelConfig, options: VideoOptions,
                  host_constants: dict[str, np.ndarray] | None = None, streaming: bool = False) -> None:
         if options.memory_dtype not in STORAGE_DTYPES:
             raise InputError(f"memory_dtype must be one of {STORAGE_DTYPES}, got {options.memory_dtype!r}")
         if options.retention not in ("window", "all"):
             raise InputError(f"retention must be 'window' or 'all', got {options.retention!r}")
-        self.engine = engine
+        self.nets = nets
         self.source = source
         self.config = config
         self.options = options
         self._host_constants = host_constants
         self._preprocess = make_preprocess(options.preprocessing, True, config.image_size)
-        auto_cap = min(engine.max_memory_frames - (config.num_maskmem - 1),
-                       engine.max_obj_ptrs - (config.max_obj_ptrs_in_encoder - 1))
+        auto_cap = min(nets.max_memory_frames - (config.num_maskmem - 1),
+                       nets.max_obj_ptrs - (config.max_obj_ptrs_in_encoder - 1))
         cap = options.max_cond_frames if options.max_cond_frames is not None else max(1, auto_cap)
         if cap < 1:
             raise InputError(f"max_cond_frames must be >= 1, got {cap}")
@@ -129,8 +129,8 @@ class VideoTracker:
         if is_cond:
             embed = feats.image_embed
         else:
-            embed = self.engine.condition(feats, [obj.select(frame_idx, bool(direction), self.num_frames)])
-        dec = self.engine.decode(embed, feats, prompt.coords[None], prompt.labels[None], mask_in,
+            embed = self.nets.condition(feats, [obj.select(frame_idx, bool(direction), self.num_frames)])
+        dec = self.nets.decode(embed, feats, prompt.coords[None], prompt.labels[None], mask_in,
                                  use_multimask(prompt.num_points))
         entry = MemoryEntry(frame_idx, self._fill(dec.low_res)[0], dec.obj_ptr[0], float(dec.object_score[0]),
                             None, from_points=True)
@@ -153,7 +153,7 @@ class VideoTracker:
         feats = self._features_for(frame_idx)
         dense = mask_prompt.mask_downsample(full, consts["mask_downsample.weight"], consts["mask_downsample.bias"])
         pad = np.zeros((1, 1, 2), np.float32), np.full((1, 1), PAD_LABEL, np.int32)
-        dec = self.engine.decode(feats.vision_features, feats, pad[0], pad[1], dense, multimask=False)
+        dec = self.nets.decode(feats.vision_features, feats, pad[0], pad[1], dense, multimask=False)
         present = bool(full.any())
         ptr = dec.obj_ptr[0] if present else consts["no_obj_ptr"].reshape(-1).astype(np.float32)
         score = mask_prompt.MASK_LOGIT_SCALE * float(present) + mask_prompt.MASK_LOGIT_BIAS
@@ -229,11 +229,11 @@ class VideoTracker:
         if run:
             feats = self._features_for(frame_idx)
             sels = [o.select(frame_idx, reverse, self.num_frames) for o in run]
-            embeds = self.engine.condition(feats, sels)
+            embeds = self.nets.condition(feats, sels)
             n = len(run)
             pad_xy, pad_lab = np.zeros((n, 1, 2), np.float32), np.full((n, 1), PAD_LABEL, np.int32)
-            dec = self.engine.decode(embeds, feats, pad_xy, pad_lab, None, use_multimask(0))
-            mem = self.engine.encode_memory(feats, dec.low_res, np.zeros(n, bool), dec.object_score)
+            dec = self.nets.decode(embeds, feats, pad_xy, pad_lab, None, use_multimask(0))
+            mem = self.nets.encode_memory(feats, dec.low_res, np.zeros(n, bool), dec.object_score)
             filled = self._fill(dec.low_res)
             for i, o in enumerate(run):
                 entry = MemoryEntry(frame_idx, filled[i], dec.obj_ptr[i], float(dec.object_score[i]),
@@ -272,7 +272,7 @@ class VideoTracker:
             return
         low = np.stack([e.low_res for e in todo])
         scores = np.array([e.object_score for e in todo], np.float32)
-        mem = self.engine.encode_memory(feats, low, np.ones(len(todo), bool), scores)
+        mem = self.nets.encode_memory(feats, low, np.ones(len(todo), bool), scores)
         for e, m in zip(todo, mem):
             e.maskmem = store(m, self.options.memory_dtype)
 
@@ -282,7 +282,7 @@ class VideoTracker:
         self._flush_pending()  # the cached frame's pending memory needs its features
         self._features = None
         image, hw = self._load(frame_idx)
-        self._features = self.engine.encode(frame_idx, image, hw)
+        self._features = self.nets.encode(frame_idx, image, hw)
         return self._features
 
     def _load(self, frame_idx: int) -> tuple[np.ndarray, tuple[int, int]]:

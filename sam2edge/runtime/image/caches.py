@@ -30,7 +30,7 @@ from sam2edge.runtime.image.packing import ArrayPacker, packed_nbytes
 
 __all__ = [
     "ByteBudgetLRU",
-    "MaskPrompt",
+    "PromptKey",
     "Sam2ImageEmbeddingsCache",
     "Sam2ImageEmbeddingsCacheNullObject",
     "Sam2ImageEmbeddingsInMemoryCache",
@@ -52,7 +52,7 @@ def _check_key(key: Any, name: str = "image_hash") -> str:
 
 # -- prompts ---------------------------------------------------------------------------
 @dataclass(frozen=True)
-class MaskPrompt:
+class PromptKey:
     """One prompt in canonical, hashable form: clicks (rounded, sorted) and an optional box.
 
     Clicks are compared exactly after rounding to ``decimals`` places, so the same click
@@ -66,7 +66,7 @@ class MaskPrompt:
     @classmethod
     def from_arrays(
         cls, point_coords: Any = None, point_labels: Any = None, box: Any = None, decimals: int = 3
-    ) -> MaskPrompt:
+    ) -> PromptKey:
         """From (P,2) coordinates, (P,) labels and a (4,) box, each optional (None)."""
         points: list[Point] = []
         if point_coords is not None:
@@ -79,7 +79,7 @@ class MaskPrompt:
         return cls._canonical(points, b, decimals)
 
     @classmethod
-    def _canonical(cls, points: Any, box: Any, decimals: int) -> MaskPrompt:
+    def _canonical(cls, points: Any, box: Any, decimals: int) -> PromptKey:
         pts = tuple(sorted((round(float(x), decimals), round(float(y), decimals), int(lab)) for x, y, lab in points))
         if box is not None:
             box = tuple(round(float(v), decimals) for v in box)
@@ -88,12 +88,12 @@ class MaskPrompt:
         return cls(pts, box)
 
     @classmethod
-    def coerce(cls, prompt: Any, decimals: int = 3) -> MaskPrompt:
-        """Accepts a MaskPrompt, a ``(points, box)`` pair with points as (x, y, label)
+    def coerce(cls, prompt: Any, decimals: int = 3) -> PromptKey:
+        """Accepts a PromptKey, a ``(points, box)`` pair with points as (x, y, label)
         triples, a one-element tuple of such a pair (the predictor's serialised prompt), or
         inference_models' serialised prompt (a one-element list of ``{"points": [{"x", "y",
         "positive"}], "box"}``)."""
-        if isinstance(prompt, MaskPrompt):
+        if isinstance(prompt, PromptKey):
             return prompt
         if isinstance(prompt, dict):
             points = [(p["x"], p["y"], p["positive"]) for p in prompt.get("points") or ()]
@@ -106,7 +106,7 @@ class MaskPrompt:
             except (TypeError, ValueError) as exc:
                 raise InputError(f"prompt points must be (x, y, label) triples, got {prompt[0]!r}") from exc
         raise InputError(
-            "prompt must describe ONE prompt: a MaskPrompt, a (points, box) pair, or a one-element serialised "
+            "prompt must describe ONE prompt: a PromptKey, a (points, box) pair, or a one-element serialised "
             f"prompt; got {type(prompt).__name__} {str(prompt)[:120]}"
         )
 
@@ -114,7 +114,7 @@ class MaskPrompt:
     def is_empty(self) -> bool:
         return not self.points and self.box is None
 
-    def is_strict_subset_of(self, other: MaskPrompt) -> bool:
+    def is_strict_subset_of(self, other: PromptKey) -> bool:
         """Same box (or both none) and a proper subset of ``other``'s clicks."""
         return self.box == other.box and set(self.points) < set(other.points)
 
@@ -274,7 +274,7 @@ class Sam2ImageEmbeddingsInMemoryCache(_BoundedCache, Sam2ImageEmbeddingsCache):
 class _MaskRecord:
     __slots__ = ("image_hash", "prompt", "seq", "entry")
 
-    def __init__(self, image_hash: str, prompt: MaskPrompt | None, seq: int, entry: Any) -> None:
+    def __init__(self, image_hash: str, prompt: PromptKey | None, seq: int, entry: Any) -> None:
         self.image_hash = image_hash
         self.prompt = prompt  # None when a foreign entry's prompt could not be parsed
         self.seq = seq  # save order: larger is more recent
@@ -301,20 +301,20 @@ class Sam2LowResolutionMasksInMemoryCache(_BoundedCache, Sam2LowResolutionMasksC
     def save(self, image_hash: str, prompt: Any, mask: Any) -> bool:
         """Store ``mask`` (e.g. [1,256,256] logits) for ``prompt`` on ``image_hash``; a
         repeated (image, prompt) is replaced and becomes the most recent. False if too big."""
-        p = MaskPrompt.coerce(prompt)
+        p = PromptKey.coerce(prompt)
         entry = Sam2MaskCacheEntry(prompt_hash=p.prompt_hash, serialized_prompt=p.serialize(), mask=mask)
         return self._store(_check_key(image_hash), p, p.prompt_hash, entry)
 
     def retrieve(self, image_hash: str, prompt: Any) -> Any | None:
         """The mask cached for exactly this prompt, or None."""
-        p = MaskPrompt.coerce(prompt)
+        p = PromptKey.coerce(prompt)
         record = self._lru.get((image_hash, p.prompt_hash))
         return None if record is None else self._packer.unpack(record.entry).mask
 
     def retrieve_best_match(self, image_hash: str, prompt: Any) -> Any | None:
         """The mask of the most recently cached strict-subset prompt (same box, fewer
         clicks) of ``prompt`` on ``image_hash``, or None when nothing matches."""
-        p = MaskPrompt.coerce(prompt)
+        p = PromptKey.coerce(prompt)
         if p.is_empty:
             return None
 
@@ -334,7 +334,7 @@ class Sam2LowResolutionMasksInMemoryCache(_BoundedCache, Sam2LowResolutionMasksC
         if not (isinstance(item, tuple) and len(item) == 2):
             return False
         try:
-            return (item[0], MaskPrompt.coerce(item[1]).prompt_hash) in self._lru
+            return (item[0], PromptKey.coerce(item[1]).prompt_hash) in self._lru
         except InputError:
             return False
 
@@ -342,7 +342,7 @@ class Sam2LowResolutionMasksInMemoryCache(_BoundedCache, Sam2LowResolutionMasksC
     def save_mask(self, key: str, mask: Any) -> None:
         """Store an entry with ``prompt_hash``, ``serialized_prompt`` and ``mask`` attributes."""
         try:
-            prompt: MaskPrompt | None = MaskPrompt.coerce(mask.serialized_prompt)
+            prompt: PromptKey | None = PromptKey.coerce(mask.serialized_prompt)
         except InputError:
             prompt = None  # kept and listed, but unusable for subset matching
         self._store(_check_key(key, "key"), prompt, prompt.prompt_hash if prompt else mask.prompt_hash, mask)
@@ -352,7 +352,7 @@ class Sam2LowResolutionMasksInMemoryCache(_BoundedCache, Sam2LowResolutionMasksC
         records = sorted((rec for k, rec in self._lru.items() if k[0] == key), key=lambda rec: rec.seq)
         return [self._packer.unpack(rec.entry) for rec in records]
 
-    def _store(self, image_hash: str, prompt: MaskPrompt | None, prompt_key: str, entry: Any) -> bool:
+    def _store(self, image_hash: str, prompt: PromptKey | None, prompt_key: str, entry: Any) -> bool:
         packed = self._packer.pack(entry)
         record = _MaskRecord(image_hash, prompt, next(self._seq), packed)
         return self._lru.put((image_hash, prompt_key), record, nbytes=packed_nbytes(packed))

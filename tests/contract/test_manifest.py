@@ -10,16 +10,16 @@ import pytest
 from sam2edge.contract.artifacts import ARTIFACTS
 from sam2edge.contract.manifest import (
     MANIFEST_NAME,
-    engines_root,
     onnx_dir,
     package_versions,
     read_manifest,
-    sha256_file,
     spec_to_dict,
+    store_root,
     verify_files,
     write_manifest,
 )
 from sam2edge.errors import EngineMismatchError
+from sam2edge.integrity import sha256_file
 
 
 def test_write_read_roundtrip(tmp_path):
@@ -57,11 +57,11 @@ def test_sha256_and_verify_files(tmp_path):
 
 def test_store_layout(tmp_path, monkeypatch):
     monkeypatch.setenv("SAM2EDGE_ENGINES", str(tmp_path / "store"))
-    assert engines_root() == tmp_path / "store"
+    assert store_root() == tmp_path / "store"
     assert onnx_dir(None, "sam2.1_hiera_tiny", "abcdef0123456789") == tmp_path / "store/sam2.1_hiera_tiny-abcdef01/onnx"
     assert onnx_dir(tmp_path / "r", "v", "12345678ff") == tmp_path / "r/v-12345678/onnx"
     monkeypatch.delenv("SAM2EDGE_ENGINES")
-    assert str(engines_root()) == "engines"
+    assert str(store_root()) == "engines"
 
 
 def test_spec_to_dict_is_json_and_complete():

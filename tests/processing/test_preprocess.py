@@ -21,7 +21,7 @@ BGR = RNG.integers(0, 256, (6, 9, 3), dtype=np.uint8)
 def test_importing_preprocess_needs_no_torch():
     code = (
         "import sys, numpy as np, sam2edge.cache; from sam2edge.processing import preprocess, postprocess; "
-        "from sam2edge.runtime.image import cache; "
+        "from sam2edge.runtime.image import caches; "
         "preprocess.preprocess_opencv(np.zeros((8, 8, 3), np.uint8)); assert 'torch' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

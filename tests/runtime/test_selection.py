@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from sam2edge.backends.registry import ORDER as BACKEND_ORDER
 from sam2edge.engines.fingerprint import probe_device, probe_installed
-from sam2edge.engines.store import EngineStore
+from sam2edge.engines.store import ArtifactStore
 from sam2edge.runtime.fallback import gather_sources
-from sam2edge.runtime.selection import BACKEND_ORDER, EngineOption, Request, Sources, decide
+from sam2edge.runtime.selection import EngineOption, Request, Sources, decide
 from tests.engines.recorded import (
     JETSON_INSTALLED,
     JETSON_ORIN_NANO,
@@ -102,7 +103,7 @@ def test_stale_engine_from_a_real_store(tmp_path):
     onnx_dir = make_onnx_export(tmp_path)
     old = fingerprint_of(RTX_FREE, RTX_INSTALLED.__class__.from_dict({**RTX_INSTALLED.to_dict(), "tensorrt": "10.3.0"}))
     make_engine_set(onnx_dir, old)
-    store = EngineStore(tmp_path)
+    store = ArtifactStore(tmp_path)
     src = gather_sources("sam2.1_hiera_tiny", store, store.find_onnx("sam2.1_hiera_tiny"), RTX_FREE, RTX_INSTALLED, True)
     d = decide(RTX_FREE, RTX_INSTALLED, src, Request())
     print(d.format())

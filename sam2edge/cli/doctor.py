@@ -1,0 +1,107 @@
+"""``sam2edge doctor``: the machine (GPUs, memory, Jetson), the backends installed, the store, and what
+``auto`` would pick for each exported model and why. Exit code 1 when nothing can run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from sam2edge.cli.common import add_store_option
+from sam2edge.config import variant_names
+from sam2edge.engines.fingerprint import DeviceDescription, Installed, engine_fingerprint, mib, probe_device, probe_installed
+from sam2edge.engines.store import ArtifactStore
+from sam2edge.runtime.fallback import gather_sources
+from sam2edge.runtime.selection import Request, decide
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_store_option(parser)
+    parser.add_argument("--batch", type=int, default=1, help="batch size to plan memory for (default 1)")
+    parser.add_argument("--json", action="store_true", help="print the machine description as JSON too")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the machine, backends, store and the auto decision; 1 when nothing can run."""
+    device, installed = probe_device(), probe_installed(check_providers=True)
+    report = doctor_report(device, installed, ArtifactStore(args.store), args.batch)
+    print(report.text)
+    if args.json:
+        print(json.dumps({"device": device.to_dict(), "installed": installed.to_dict()}, indent=2))
+    return 0 if report.usable else 1
+
+
+class DoctorReport:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.usable = False
+
+    def add(self, line: str = "") -> None:
+        self.lines.append(line)
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+def doctor_report(device: DeviceDescription, installed: Installed, store: ArtifactStore, batch: int = 1) -> DoctorReport:
+    """The doctor's text and verdict, from a (probed or recorded) machine and a store."""
+    r = DoctorReport()
+    r.add("machine")
+    for g in device.gpus:
+        shared = ", shares memory with the CPU" if device.shares_memory(g) else ""
+        r.add(f"  GPU {g.index}: {g.name} (compute {g.compute_capability}), {mib(g.total_bytes)} total, "
+              f"{mib(device.usable_free_bytes(g)[0])} usable free{shared}")
+    if not device.gpus:
+        r.add("  GPU: none")
+    r.add(f"  CUDA driver: {device.cuda_driver_version or 'none'}")
+    if device.jetson:
+        j = device.jetson
+        r.add(f"  Jetson: {j.model}, L4T {j.l4t_release} (JetPack {j.jetpack or '?'}), power mode {j.power_mode or '?'}")
+    r.add(f"  memory: {mib(device.mem_total_bytes)} total, {mib(device.mem_available_bytes)} available")
+    r.add("software")
+    r.add(f"  TensorRT: {installed.tensorrt or 'not installed'}")
+    providers = ", ".join(installed.ort_providers) or "none"
+    r.add(f"  ONNX Runtime: {installed.onnxruntime or 'not installed'}"
+          + (f" (working providers: {providers})" if installed.onnxruntime else ""))
+    r.add(f"  PyTorch: {installed.torch or 'not installed'}"
+          + (f" (CUDA {installed.torch_cuda})" if installed.torch_cuda else (" (no CUDA)" if installed.torch else "")))
+    r.add(f"  cuda-python: {installed.cuda_python or 'not installed'}; CUDA runtime {installed.cuda_runtime or 'none'}")
+    for note in (*device.notes, *installed.notes):
+        r.add(f"  note: {note}")
+    fp = engine_fingerprint(device, installed)
+    r.add(f"  engine fingerprint here: {fp.slug() if fp else 'none (needs TensorRT and a CUDA GPU)'}")
+    _doctor_store(r, device, installed, store, batch)
+    return r
+
+
+def _doctor_store(r: DoctorReport, device: DeviceDescription, installed: Installed, store: ArtifactStore,
+                  batch: int) -> None:
+    r.add(f"store {store.root}")
+    models = store.onnx_sets()
+    if not models:
+        r.add("  no exported models (sam2edge export NAME --out STORE)")
+    for onnx in models:
+        sources = gather_sources(onnx.variant, store, onnx, device, installed, torch_weights=False)
+        r.add(f"  {onnx.model_dir.name}: ONNX export, {mib(sources.onnx_bytes)}")
+        for e in sources.engines:
+            state = "usable here" if not e.problems else "NOT usable: " + "; ".join(e.problems)
+            r.add(f"    tensorrt {e.precision} {Path(e.dir).name}: {state}")
+            if e.problems:
+                r.add(f"      rebuild: {e.rebuild_command}")
+        _doctor_decision(r, decide(device, installed, sources, Request(batch=batch)), f"{onnx.variant} (batch {batch})")
+    # Without an export, the PyTorch backends still run from a checkpoint.
+
+    generic = gather_sources(variant_names()[0], store, None, device, installed, torch_weights=True)
+    _doctor_decision(r, decide(device, installed, generic, Request(batch=batch)),
+                     f"a checkpoint without export ({generic.variant}, batch {batch})")
+
+
+def _doctor_decision(r: DoctorReport, decision: Any, label: str) -> None:
+    chosen = decision.chosen
+    r.add(f"auto backend for {label}: {chosen.backend + ' on ' + chosen.device if chosen else 'NOTHING USABLE'}")
+    for line in decision.format().splitlines():
+        r.add("  " + line)
+    r.usable = r.usable or chosen is not None
