@@ -10,6 +10,7 @@ from typing import Any
 
 from sam2edge.backends import registry
 from sam2edge.contract.manifest import DEFAULT_STORE, STORE_ENV
+from sam2edge.runtime.image.predictor import SAM2
 from sam2edge.runtime.loading import MODELS_DIR_ENV
 
 DEFAULT_MODEL = "sam2.1_hiera_tiny"
@@ -68,10 +69,8 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
 
 def load_model(args: argparse.Namespace, video: bool = False) -> Any:
     """The predictor the model options describe; a named backend is strict unless --fallback."""
-    from sam2edge import AutoModel
-
     strict = args.backend != registry.AUTO and not getattr(args, "fallback", False)
-    return AutoModel.from_pretrained(args.model, backend=args.backend, device=args.device, strict=strict,
+    return SAM2.from_pretrained(args.model, backend=args.backend, device=args.device, strict=strict,
                                      store_dir=args.store, video=video)
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import cv2
 import numpy as np
 
 from sam2edge.backends.base import Runner
@@ -40,8 +41,6 @@ def sample_images(max_images: int = 3) -> tuple[list[np.ndarray], str]:
 
 
 def _drawn_scene(seed: int, size: tuple[int, int] = (480, 640)) -> np.ndarray:
-    import cv2
-
     rng = np.random.default_rng(seed)
     img = np.full((*size, 3), rng.integers(0, 80, 3), dtype=np.uint8)
     for _ in range(6):

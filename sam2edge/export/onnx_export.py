@@ -13,6 +13,7 @@ Requires torch, onnx and onnxruntime.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import logging
 import os
 import tempfile
@@ -272,8 +273,6 @@ def export_model(
 
 def manifest_header(model: Any, checkpoint: dict[str, Any], settings: ExportSettings) -> dict[str, Any]:
     """Everything in manifest.json except the per-artifact entries."""
-    import datetime
-
 
     cfg = model.cfg
     exporter = "torch.onnx (TorchScript, dynamo=False)" if settings.exporter == "legacy" else "torch.onnx (dynamo)"

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from sam2edge.errors import InputError, VideoError
@@ -64,8 +65,6 @@ class VideoFileSource(FrameSource):
 
     def __init__(self, path: str | os.PathLike) -> None:
         super().__init__()
-        import cv2
-
         self.path = str(path)
         self._cap = cv2.VideoCapture(self.path)
         if not self._cap.isOpened():
@@ -78,8 +77,6 @@ class VideoFileSource(FrameSource):
         self._next = 0
 
     def read(self, idx: int) -> np.ndarray:
-        import cv2
-
         self._check_index(idx)
         if idx != self._next:
             if 0 < idx - self._next <= _SEEK_BY_GRAB:
@@ -146,8 +143,6 @@ class FolderSource(FrameSource):
         self.num_frames = len(self.paths)
 
     def read(self, idx: int) -> np.ndarray:
-        import cv2
-
         self._check_index(idx)
         bgr = cv2.imread(str(self.paths[idx]), cv2.IMREAD_COLOR)
         if bgr is None:
