@@ -21,11 +21,13 @@ import json
 import os
 import platform
 import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sam2edge.errors import EngineMismatchError
-from sam2edge.integrity import sha256_file
+from sam2edge.errors import EngineMismatchError, IntegrityError
+from sam2edge.integrity import read_verified, resolve_inside, sha256_file
 
 MANIFEST_NAME = "manifest.json"
 SCHEMA_VERSION = 1
@@ -92,22 +94,73 @@ def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
     return data
 
 
-def verify_files(directory: str | os.PathLike, manifest: dict[str, Any] | None = None) -> None:
-    """Check every ``manifest["files"][name]["sha256"]`` against the file on disk.
+def require(manifest: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str | os.PathLike) -> Any:
+    """``manifest[key]`` when it has type ``kind``; IntegrityError naming the manifest, the key and what came."""
+    value = manifest.get(key, _MISSING) if isinstance(manifest, Mapping) else _MISSING
+    if value is _MISSING or not isinstance(value, kind) or isinstance(value, bool) and bool not in _types(kind):
+        names = "/".join(t.__name__ for t in _types(kind))
+        got = "nothing" if value is _MISSING else f"{type(value).__name__} {str(value)[:60]!r}"
+        raise IntegrityError(f"{Path(where) / MANIFEST_NAME}: field {key!r} must be {names}, got {got}; "
+                             "re-run the export (or the build) that wrote it")
+    return value
 
-    Raises EngineMismatchError naming the first file that is missing or differs.
+
+@dataclass(frozen=True)
+class RecordedFile:
+    """A file a manifest names: where it is (checked to be inside the folder) and what it must be."""
+
+    path: Path
+    sha256: str
+    size: int | None
+
+    def read(self, what: str = "artifact") -> bytes:
+        """The file's bytes, verified against the record while read (IntegrityError otherwise)."""
+        return read_verified(self.path, self.sha256, self.size, what)
+
+    def check(self) -> None:
+        """Hash the file on disk against the record (streamed, nothing kept)."""
+        if not self.path.is_file():
+            raise IntegrityError(f"{self.path} named in the manifest is missing")
+        if self.size is not None and self.path.stat().st_size != self.size:
+            raise IntegrityError(f"{self.path.name}: {self.path.stat().st_size} bytes, the manifest says {self.size}")
+        if sha256_file(self.path) != self.sha256:
+            raise IntegrityError(f"{self.path.name}: sha256 differs from the manifest (damaged or replaced)")
+
+
+def recorded_file(directory: str | os.PathLike, entry: Any, default_name: str, where: str = "artifact") -> RecordedFile:
+    """The file a manifest entry (``{"file", "sha256", "size"}``) names, inside ``directory``.
+
+    IntegrityError when the entry is malformed, names a path outside the folder (absolute, ``..``, a
+    symbolic link leaving it) or records no sha256.
+    """
+    if not isinstance(entry, Mapping):
+        raise IntegrityError(f"{where} entry in {directory} must be an object, got {type(entry).__name__}")
+    name = entry.get("file", default_name)
+    sha = entry.get("sha256")
+    size = entry.get("size")
+    if not isinstance(sha, str) or len(sha) != 64:
+        raise IntegrityError(f"{where} {name!r} in {directory}: no valid sha256 recorded; it cannot be verified")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
+        raise IntegrityError(f"{where} {name!r} in {directory}: size must be a non-negative integer, got {size!r}")
+    return RecordedFile(resolve_inside(directory, name, where), sha.lower(), size)
+
+
+def verify_files(directory: str | os.PathLike, manifest: dict[str, Any] | None = None) -> None:
+    """Check every file ``manifest["files"]`` names (inside the folder, same size and sha256).
+
+    Raises IntegrityError (an EngineMismatchError) naming the first file that is missing or differs.
     """
     directory = Path(directory)
     manifest = manifest if manifest is not None else read_manifest(directory)
-    for name, info in manifest.get("files", {}).items():
-        path = directory / name
-        if not path.is_file():
-            raise EngineMismatchError(f"{path} listed in the manifest is missing; re-run the export")
-        got = sha256_file(path)
-        if got != info.get("sha256"):
-            raise EngineMismatchError(
-                f"{path} has sha256 {got[:12]}..., manifest says {str(info.get('sha256'))[:12]}...; re-run the export"
-            )
+    for name, info in require(manifest, "files", dict, directory).items():
+        recorded_file(directory, {**info, "file": name} if isinstance(info, dict) else info, name, "file").check()
+
+
+def _types(kind: type | tuple[type, ...]) -> tuple[type, ...]:
+    return kind if isinstance(kind, tuple) else (kind,)
+
+
+_MISSING = object()
 
 
 def package_versions(*names: str) -> dict[str, str | None]:

@@ -19,7 +19,7 @@ deserializer, so a damaged or truncated file is never deserialized.
 
 from __future__ import annotations
 
-import hashlib
+import logging
 import os
 import shlex
 from collections.abc import Callable
@@ -30,10 +30,12 @@ from typing import Any
 
 from sam2edge.backends.registry import RunnerSources
 from sam2edge.config import resolve_name
-from sam2edge.contract.manifest import MANIFEST_NAME, engine_dir, read_manifest, store_root
+from sam2edge.contract.manifest import MANIFEST_NAME, engine_dir, read_manifest, recorded_file, require, store_root
 from sam2edge.engines.fingerprint import EngineFingerprint
-from sam2edge.errors import EngineMismatchError, UnknownModelError
+from sam2edge.errors import EngineMismatchError, IntegrityError, UnknownModelError
 from sam2edge.integrity import sha256_file
+
+log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "fp16", "bf16")
 ENGINE_FORMAT = "sam2edge-tensorrt-engines/1"
@@ -48,11 +50,14 @@ class OnnxSet:
 
     @property
     def variant(self) -> str:
-        return str(self.manifest.get("variant") or self.dir.parent.name.rsplit("-", 1)[0])
+        """The variant the manifest records (IntegrityError when it records none, or not a string)."""
+        return require(self.manifest, "variant", str, self.dir)
 
     @property
     def checkpoint_sha256(self) -> str | None:
-        return self.manifest.get("checkpoint_sha256") or (self.manifest.get("checkpoint") or {}).get("sha256")
+        """The full sha256 of the checkpoint the export was made from, as recorded."""
+        sha = self.manifest.get("checkpoint_sha256")
+        return sha.lower() if isinstance(sha, str) else None
 
     @property
     def model_dir(self) -> Path:
@@ -134,30 +139,43 @@ class ArtifactStore:
 
     # -- listing --------------------------------------------------------------------------
     def onnx_sets(self) -> list[OnnxSet]:
-        """Every ``<model>/onnx`` with a readable manifest, sorted by folder name."""
+        """Every ``<model>/onnx`` with a readable manifest naming its variant, sorted by folder name.
+
+        A damaged entry (unreadable manifest, no variant) is skipped with a warning; the rest still serve.
+        """
         out = []
-        for path in sorted(self.root.glob(f"*/onnx/{MANIFEST_NAME}")):
+        for folder in sorted(p for p in self.root.glob("*/onnx") if p.is_dir()):
             try:
-                out.append(OnnxSet(path.parent, read_manifest(path.parent)))
-            except EngineMismatchError:
+                onnx = OnnxSet(folder, read_manifest(folder))
+                onnx.variant  # noqa: B018 - validates the field
+            except EngineMismatchError as exc:
+                log.warning("sam2edge: skipping the damaged store entry %s: %s", folder, exc)
                 continue
+            out.append(onnx)
         return out
 
-    def find_onnx(self, name: str) -> OnnxSet:
-        """An exported model by folder (``.../onnx`` or its parent), ``<variant>-<sha8>`` or variant name."""
+    def find_onnx(self, name: str, checkpoint_sha256: str | None = None) -> OnnxSet:
+        """An exported model by folder (``.../onnx`` or its parent), ``<variant>-<sha8>`` or variant name.
+
+        ``checkpoint_sha256``: only an export made from exactly that checkpoint (its full hash) qualifies.
+        """
         path = Path(name)
         for candidate in (path / "onnx", path):
             if (candidate / MANIFEST_NAME).is_file():
-                return OnnxSet(candidate, read_manifest(candidate))
-
+                onnx = OnnxSet(candidate, read_manifest(candidate))
+                _check_made_from(onnx, checkpoint_sha256)
+                return onnx
         try:
             variant = resolve_name(name)
         except UnknownModelError:
             variant = name
         matches = [s for s in self.onnx_sets() if s.model_dir.name == name or s.variant == variant]
+        if checkpoint_sha256 is not None:
+            matches = [s for s in matches if s.checkpoint_sha256 == checkpoint_sha256.lower()]
         if not matches:
+            made_from = f" made from checkpoint {checkpoint_sha256[:12]}..." if checkpoint_sha256 else ""
             raise EngineMismatchError(
-                f"no exported model {name!r} under {self.root}; run `sam2edge export {name} --out {self.root}` first"
+                f"no exported model {name!r}{made_from} under {self.root}; run `sam2edge export {name} --store {self.root}` first"
             )
         if len(matches) > 1:
             names = ", ".join(m.model_dir.name for m in matches)
@@ -193,7 +211,7 @@ class ArtifactStore:
         if onnx is not None:
             out += _stale(engines, onnx)
         for name, info in engines.artifacts.items():
-            out += _file_problems(engines.dir / info.get("file", f"{name}.engine"), info, hash_files)
+            out += _file_problems(engines.dir, name, info, hash_files)
         return out
 
     def check(self, engines: EngineSet, here: EngineFingerprint | None, onnx: OnnxSet | None = None) -> None:
@@ -213,23 +231,23 @@ class ArtifactStore:
                              engine_label=str(engines.dir) if engines else "", torch_loader=torch_loader, threads=threads)
 
     def load_engine_bytes(self, engines: EngineSet, name: str) -> bytes:
-        """The verified bytes of one engine file: size and sha256 checked on the bytes returned."""
+        """The verified bytes of one engine file: inside the engine folder, size and sha256 checked on the
+        bytes returned (what the deserializer gets), IntegrityError with the rebuild command otherwise."""
         info = engines.artifacts.get(name)
         if info is None:
             raise EngineMismatchError(refusal(engines, [f"no engine for artifact {name!r} in the manifest"]))
-        path = engines.dir / info.get("file", f"{name}.engine")
         try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise EngineMismatchError(refusal(engines, [f"{path.name}: {exc.strerror}"])) from exc
-        problems = []
-        if len(data) != int(info.get("size", -1)):
-            problems.append(f"{path.name}: {len(data)} bytes, manifest says {info.get('size')} (truncated or damaged)")
-        elif hashlib.sha256(data).hexdigest() != info.get("sha256"):
-            problems.append(f"{path.name}: sha256 differs from the manifest (damaged or replaced)")
-        if problems:
-            raise EngineMismatchError(refusal(engines, problems))
-        return data
+            return recorded_file(engines.dir, info, f"{name}.engine", "engine").read("engine")
+        except IntegrityError as exc:
+            raise IntegrityError(refusal(engines, [str(exc)])) from exc
+
+
+def _check_made_from(onnx: OnnxSet, checkpoint_sha256: str | None) -> None:
+    if checkpoint_sha256 is not None and onnx.checkpoint_sha256 != checkpoint_sha256.lower():
+        raise EngineMismatchError(
+            f"the export in {onnx.dir} was made from checkpoint {str(onnx.checkpoint_sha256)[:12]}..., not from "
+            f"{checkpoint_sha256[:12]}...; export that checkpoint (sam2edge export CHECKPOINT)"
+        )
 
 
 def refusal(engines: EngineSet, problems: list[str]) -> str:
@@ -254,12 +272,18 @@ def _stale(engines: EngineSet, onnx: OnnxSet) -> list[str]:
     return out
 
 
-def _file_problems(path: Path, info: dict[str, Any], hash_files: bool) -> list[str]:
+def _file_problems(folder: Path, name: str, info: Any, hash_files: bool) -> list[str]:
+    """Why one engine file of a manifest is not what it records ([] when it is); ``hash_files=False``: size only."""
+    try:
+        recorded = recorded_file(folder, info, f"{name}.engine", "engine")
+    except IntegrityError as exc:
+        return [str(exc)]
+    path = recorded.path
     if not path.is_file():
         return [f"{path.name} is missing"]
     size = path.stat().st_size
-    if size != int(info.get("size", -1)):
-        return [f"{path.name}: {size} bytes, manifest says {info.get('size')} (truncated or damaged)"]
-    if hash_files and sha256_file(path) != info.get("sha256"):
+    if recorded.size is not None and size != recorded.size:
+        return [f"{path.name}: {size} bytes, manifest says {recorded.size} (truncated or damaged)"]
+    if hash_files and sha256_file(path) != recorded.sha256:
         return [f"{path.name}: sha256 differs from the manifest (damaged or replaced)"]
     return []

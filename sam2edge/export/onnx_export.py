@@ -16,7 +16,7 @@ import contextlib
 import datetime
 import logging
 import os
-import tempfile
+import shutil
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -40,12 +40,13 @@ from sam2edge.contract.artifacts import (
     Tensor,
     tolerance,
 )
-from sam2edge.contract.manifest import MANIFEST_NAME, onnx_dir, package_versions, read_manifest, spec_to_dict, write_manifest
+from sam2edge.contract.manifest import MANIFEST_NAME, onnx_dir, package_versions, read_manifest, recorded_file, spec_to_dict, write_manifest
 from sam2edge.contract.parity import compare_outputs
 from sam2edge.contract.spec import ArtifactSpec, Dim
 from sam2edge.download import resolve_checkpoint
-from sam2edge.errors import ExportError
+from sam2edge.errors import EngineMismatchError, ExportError
 from sam2edge.export.graph_opt import optimize_for_runtimes
+from sam2edge.export.staging import staged_folder
 from sam2edge.export.trt_compat import assert_trt_compatible, check_graph
 from sam2edge.export.verify_data import verification_cases
 from sam2edge.integrity import sha256_file
@@ -239,9 +240,11 @@ def export_model(
 ) -> Path:
     """Export ``artifacts`` (default all four) of a loaded SAM2Model into ``out_dir``.
 
-    ``checkpoint`` = {"path": ..., "sha256": ...} is recorded. Files are written to a
-    temporary folder and moved in only after every artifact verified; an existing manifest
-    for the same checkpoint keeps its other artifacts. Returns the manifest path.
+    ``checkpoint`` = {"path": ..., "sha256": ...} is recorded. Everything (the new artifacts,
+    the artifacts an existing export of the same checkpoint keeps, the manifest) is written to a
+    staging folder beside ``out_dir`` and swapped into place only after every artifact verified:
+    an interrupted export (an error, Ctrl-C, SIGTERM) leaves ``out_dir`` as it was and no staging
+    files behind. Returns the manifest path.
     """
 
     settings = settings or ExportSettings()
@@ -251,24 +254,31 @@ def export_model(
     if unknown:
         raise ExportError(f"unknown artifacts {unknown}; choose from {list(ARTIFACTS)}")
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     model = model.eval()
-    progress(f"preparing verification data ({model.cfg.name})")
-    cases = verification_cases(model, names, images=images)
     entries = {}
-    with tempfile.TemporaryDirectory(prefix=".export-", dir=out_dir) as tmp:
+    with staged_folder(out_dir) as stage:
+        progress(f"preparing verification data ({model.cfg.name})")
+        cases = verification_cases(model, names, images=images)
         for name in names:
-            entries[name] = export_artifact(model, name, Path(tmp), settings, cases[name], progress)
-        previous = _previous_entries(out_dir, checkpoint.get("sha256"), read_manifest)
-        for name in names:
-            os.replace(Path(tmp) / f"{name}.onnx", out_dir / f"{name}.onnx")
-    all_entries = {**previous, **entries}
-    manifest = manifest_header(model, checkpoint, settings)
-    manifest["artifacts"] = {n: all_entries[n] for n in ARTIFACTS if n in all_entries}
-    manifest["files"] = {e["file"]: {"sha256": e["sha256"], "size": e["size"]} for e in manifest["artifacts"].values()}
-    path = write_manifest(out_dir, manifest)
-    progress(f"wrote {path}")
-    return path
+            entries[name] = export_artifact(model, name, stage, settings, cases[name], progress)
+        previous = {n: e for n, e in _previous_entries(out_dir, checkpoint.get("sha256"), read_manifest).items()
+                    if n not in entries}
+        for entry in previous.values():  # kept artifacts of an earlier export of this checkpoint
+            _link_or_copy(out_dir / entry["file"], stage / entry["file"])
+        all_entries = {**previous, **entries}
+        manifest = manifest_header(model, checkpoint, settings)
+        manifest["artifacts"] = {n: all_entries[n] for n in ARTIFACTS if n in all_entries}
+        manifest["files"] = {e["file"]: {"sha256": e["sha256"], "size": e["size"]} for e in manifest["artifacts"].values()}
+        write_manifest(stage, manifest)
+    progress(f"wrote {out_dir / MANIFEST_NAME}")
+    return out_dir / MANIFEST_NAME
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
 
 
 def manifest_header(model: Any, checkpoint: dict[str, Any], settings: ExportSettings) -> dict[str, Any]:
@@ -323,7 +333,14 @@ def _previous_entries(out_dir: Path, sha: str | None, read: Callable) -> dict[st
         return {}
     if old.get("checkpoint_sha256") != sha:
         return {}
-    return {n: e for n, e in old.get("artifacts", {}).items() if (out_dir / e.get("file", "")).is_file()}
+    kept = {}
+    for name, entry in (old.get("artifacts") or {}).items():
+        try:  # a kept file must still be inside the folder and what its entry records
+            recorded_file(out_dir, entry, f"{name}.onnx", f"{name} ONNX file").check()
+        except EngineMismatchError:
+            continue
+        kept[name] = entry
+    return kept
 
 
 def export_checkpoint(

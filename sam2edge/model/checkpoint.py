@@ -217,6 +217,8 @@ def _read(path: Path) -> Any:
     # never holds a second full copy of the weights (large: 900 MB) in anonymous memory. The legacy
     # (pre-zip) serialisation cannot be mapped and is read whole.
     mmap = zipfile.is_zipfile(path)
+    if mmap:
+        check_zip_crcs(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as e:  # torch raises many types here (UnpicklingError, RuntimeError, EOFError...)
@@ -224,6 +226,25 @@ def _read(path: Path) -> Any:
         raise CheckpointError(
             f"checkpoint {path} is not a readable PyTorch checkpoint: {what} [{type(e).__name__}: {_reason(e)}]"
         ) from e
+
+
+def check_zip_crcs(path: Path) -> None:
+    """Every member of a zip checkpoint against its CRC-32 (torch.load does not check them).
+
+    A flipped byte inside the weights would otherwise load as a silently different model. Reads the
+    whole file once (zlib's CRC runs at several GB/s; the page cache then serves the memory-mapped load).
+    The legacy pre-zip format carries no checksum and cannot be checked this way.
+    """
+    try:
+        with zipfile.ZipFile(path) as z:
+            bad = z.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise CheckpointError(f"checkpoint {path} is a damaged zip archive ({exc}); re-download or re-save it") from exc
+    if bad is not None:
+        raise CheckpointError(
+            f"checkpoint {path} is corrupted: the CRC of its entry {bad!r} does not match its contents "
+            "(a damaged download or disk); re-download it"
+        )
 
 
 def _model_entry(obj: Any, path: Path) -> Mapping[str, Any]:

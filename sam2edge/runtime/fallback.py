@@ -18,6 +18,7 @@ import logging
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -185,19 +186,24 @@ def open_backends(name: str, *, backend: str = "auto", device: str = "auto", bat
                   precision: str | None = None, strict: bool = False, store_root: str | None = None,
                   artifacts: tuple[str, ...] = Artifact.IMAGE,
                   torch_loader: TorchLoader | None = None, threads: int | None = None,
-                  described: tuple[DeviceDescription, Installed] | None = None) -> BackendSet:
+                  described: tuple[DeviceDescription, Installed] | None = None,
+                  variant: str | None = None, checkpoint_sha256: str | None = None) -> BackendSet:
     """Decide and load. ``name``: exported model folder, ``<variant>-<sha8>`` or variant in the store.
 
     ``torch_loader(device)`` returns the PyTorch model (PyTorch candidates are excluded without one).
+    ``checkpoint_sha256``: use only an export made from exactly that checkpoint. ``variant``: the
+    model's variant when ``name`` is a folder that may hold no usable export.
     ``described`` replaces probing (a recorded machine); the runners are still real.
     """
-
     store = ArtifactStore(store_root)
     try:
-        onnx: OnnxSet | None = store.find_onnx(name)
-    except EngineMismatchError:
+        onnx: OnnxSet | None = store.find_onnx(name, checkpoint_sha256)
+    except EngineMismatchError as exc:
+        if Path(name).is_dir() and torch_loader is None:  # an explicit folder, nothing else to run: say why
+            raise
+        log.info("sam2edge: no usable export for %s (%s)", name, exc)
         onnx = None
-    variant = onnx.variant if onnx else resolve_name(name)
+    variant = onnx.variant if onnx else (variant or resolve_name(name))
     dev_desc, installed = described or (probe_device(), probe_installed(check_providers=False))
     gpu_index = registry.device_index(device) if device.startswith("cuda:") else 0
     sources = gather_sources(variant, store, onnx, dev_desc, installed, torch_loader is not None, gpu_index)

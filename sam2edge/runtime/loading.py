@@ -19,9 +19,10 @@ from typing import Any
 from sam2edge.backends import registry
 from sam2edge.config import ModelConfig, get_config, resolve_name
 from sam2edge.contract.artifacts import Artifact
-from sam2edge.contract.manifest import onnx_dir, read_manifest
-from sam2edge.errors import BackendUnavailableError, InputError, UnknownModelError
+from sam2edge.contract.manifest import onnx_dir, read_manifest, require
+from sam2edge.errors import BackendUnavailableError, EngineMismatchError, InputError, UnknownModelError
 from sam2edge.integrity import sha256_file
+from sam2edge.runtime.checks import check_kwargs
 from sam2edge.runtime.fallback import TorchLoader, open_backends
 
 log = logging.getLogger(__name__)
@@ -29,8 +30,9 @@ log = logging.getLogger(__name__)
 MODELS_DIR_ENV = "SAM2EDGE_MODELS_DIR"
 PREDICTOR_KWARGS = frozenset({
     "sam2_image_embeddings_cache", "sam2_low_resolution_masks_cache", "preprocessing", "max_batch_size",
-    "max_hole_area", "max_sprinkle_area",
+    "max_hole_area", "max_sprinkle_area", "allow_client_image_hashes",
 })
+LOAD_KWARGS = frozenset({"backend", "device", "strict", "store_dir", "video", "api_key", "engines_dir"})
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,13 @@ class ModelSource:
     backend: str
     strict: bool
     checkpoint: Path | None = None
+    checkpoint_sha256: str | None = None  # an export is used only if made from exactly this checkpoint
     reason: str = ""  # why backend/strict differ from what was requested ("" when they do not)
+
+    @property
+    def model_id(self) -> str:
+        """Variant and checkpoint: what embeddings made by this model are tagged with."""
+        return f"{self.config.name}:{(self.checkpoint_sha256 or 'unknown')[:16]}"
 
 
 def local_checkpoint(name_or_path: str) -> Path | None:
@@ -101,7 +109,9 @@ def resolve_source(target: str, backend: str = "auto", strict: bool = False, sto
     if path.is_dir():
         folder = path / "onnx" if (path / "onnx").is_dir() else path
         manifest = read_manifest(folder)
-        return ModelSource("export", get_config(manifest["variant"]), str(path), None, backend, strict)
+        variant = require(manifest, "variant", str, folder)
+        sha = manifest.get("checkpoint_sha256") if isinstance(manifest.get("checkpoint_sha256"), str) else None
+        return ModelSource("export", get_config(variant), str(path), None, backend, strict, checkpoint_sha256=sha)
     if path.is_file():
         return _checkpoint_source(path, backend, strict, store_dir)
     try:
@@ -110,18 +120,32 @@ def resolve_source(target: str, backend: str = "auto", strict: bool = False, sto
         raise InputError(
             f"model {target!r} is neither a file, an export folder, nor a known variant name ({exc})"
         ) from exc
-    return ModelSource("name", get_config(name), name, torch_loader(name), backend, strict)
+    return ModelSource("name", get_config(name), name, torch_loader(name), backend, strict,
+                       checkpoint_sha256=named_checkpoint_sha256(name))
+
+
+def named_checkpoint_sha256(name: str) -> str:
+    """The checkpoint a variant name stands for: a file in ``$SAM2EDGE_MODELS_DIR`` (hashed; it may be
+    fine-tuned) or else the official file, whose published sha256 is in the registry. Only an export
+    made from exactly that checkpoint serves the name, never whatever export of the variant is stored."""
+    local = local_checkpoint(name)
+    return sha256_file(local) if local is not None else get_config(name).sha256
 
 
 def _checkpoint_source(path: Path, backend: str, strict: bool, store_dir: str | None) -> ModelSource:
-    """A checkpoint uses an export only if it was made from this very file (same sha256)."""
+    """A checkpoint uses an export only if it was made from this very file (its full sha256)."""
     from sam2edge.model.checkpoint import load_checkpoint  # torch: a .pt file needs it anyway
 
     _, cfg = load_checkpoint(path)
-    export = onnx_dir(store_dir, cfg.name, sha256_file(path))
-    source = ModelSource("checkpoint", cfg, cfg.name, torch_loader(str(path)), backend, strict, checkpoint=path)
-    if export.is_dir():
+    sha = sha256_file(path)
+    export = onnx_dir(store_dir, cfg.name, sha)
+    source = ModelSource("checkpoint", cfg, cfg.name, torch_loader(str(path)), backend, strict, checkpoint=path,
+                         checkpoint_sha256=sha)
+    usable, why = _export_made_from(export, sha)
+    if usable:
         return replace(source, store_name=str(export.parent))
+    if why:
+        log.warning("sam2edge: not using %s: %s", export, why)
     if backend not in (registry.AUTO, registry.TORCH):
         raise BackendUnavailableError(
             f"backend={backend!r} needs an export of {path}: run `sam2edge export {path}` "
@@ -129,6 +153,19 @@ def _checkpoint_source(path: Path, backend: str, strict: bool, store_dir: str | 
         )
     reason = f"no export of {path.name} in the store: PyTorch only (never another checkpoint's export)"
     return replace(source, backend=registry.TORCH, strict=True, reason=reason)
+
+
+def _export_made_from(folder: Path, sha: str) -> tuple[bool, str]:
+    """(usable, why not) for the store's export folder of a checkpoint; ("", False) when there is none."""
+    if not folder.is_dir():
+        return False, ""
+    try:
+        made_from = read_manifest(folder).get("checkpoint_sha256")
+    except EngineMismatchError as exc:
+        return False, f"damaged export ({exc})"
+    if made_from != sha:
+        return False, f"it was made from checkpoint {str(made_from)[:12]}..., not from this file ({sha[:12]}...)"
+    return True, ""
 
 
 def load_predictor(cls: type, model_name_or_path: str, backend: str = "auto", device: str | None = None,
@@ -139,8 +176,7 @@ def load_predictor(cls: type, model_name_or_path: str, backend: str = "auto", de
         store_dir = kwargs.pop("engines_dir") if store_dir is None else store_dir
     kwargs.pop("api_key", None)  # accepted for seed-API compatibility; everything runs offline
     predictor_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in PREDICTOR_KWARGS}
-    if kwargs:
-        log.debug("from_pretrained ignores %s", sorted(kwargs))
+    check_kwargs(kwargs, PREDICTOR_KWARGS | LOAD_KWARGS, "from_pretrained")
     source = resolve_source(str(model_name_or_path), backend, strict, store_dir)
     if source.reason:
         log.warning("sam2edge: backend=%r asked, using backend=%r (strict=%s): %s",
@@ -148,6 +184,7 @@ def load_predictor(cls: type, model_name_or_path: str, backend: str = "auto", de
     backends = open_backends(
         source.store_name, backend=source.backend, device=device or "auto", strict=source.strict,
         store_root=store_dir, artifacts=Artifact.ALL if video else Artifact.IMAGE, torch_loader=source.torch_loader,
+        variant=source.config.name, checkpoint_sha256=source.checkpoint_sha256 if source.kind != "export" else None,
     )
     log.info("sam2edge: %s on %s", source.config.name, backends.active_backend)
-    return cls(backends.runners, source.config, backend=backends, **predictor_kwargs)
+    return cls(backends.runners, source.config, backend=backends, model_id=source.model_id, **predictor_kwargs)

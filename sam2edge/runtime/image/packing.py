@@ -7,8 +7,11 @@ remembers what to undo (dtype, device), and once on the way out, rebuilding the 
 container types. Dataclasses are rebuilt by copying the instance and setting its fields,
 so frozen dataclasses and ``__post_init__`` checks are respected rather than re-run.
 
-Numpy arrays that are not converted are stored by reference and handed back as read-only
-views, so a caller cannot change a cached entry by writing into what it retrieved.
+The cache never shares memory with its callers: every array is copied on the way in (or
+converted, which copies), so writing into an array after saving it, or into a view of a
+larger batch, changes nothing cached, and the byte budget counts exactly what is held.
+Numpy arrays come back as read-only arrays (writing raises instead of corrupting the entry);
+torch tensors cannot be made read-only, so they come back as copies.
 """
 
 from __future__ import annotations
@@ -119,9 +122,9 @@ class ArrayPacker:
     def _pack_numpy(self, x: np.ndarray) -> PackedArray:
         if self.dtype == "float16" and x.dtype in _FLOAT_NP and _fits_fp16(np.abs(x).max() if x.size else 0.0):
             return PackedArray(x.astype(np.float16), dtype=x.dtype)
-        view = x.view()
-        view.flags.writeable = False
-        return PackedArray(view)
+        own = np.array(x, copy=True, order="C")  # never a view of the caller's (or a batch's) memory
+        own.flags.writeable = False
+        return PackedArray(own)
 
     def _pack_torch(self, x: Any) -> PackedArray:
         torch = lazy.import_torch("caching torch tensors")
@@ -135,6 +138,8 @@ class ArrayPacker:
             dtype, t = t.dtype, t.to(torch.float16)
         if self.send_to_cpu and t.device.type != "cpu":
             device, t = t.device, _to_host(t)
+        if dtype is None and device is None:  # nothing converted: still hold our own copy
+            t = t.clone(memory_format=torch.contiguous_format)
         return PackedArray(t, dtype=dtype, device=device)
 
     @staticmethod
@@ -143,7 +148,9 @@ class ArrayPacker:
             return leaf
         data = leaf.data
         if isinstance(data, np.ndarray):
-            return data if leaf.dtype is None else data.astype(leaf.dtype)
+            return data if leaf.dtype is None else data.astype(leaf.dtype)  # read-only, or a new array
+        if leaf.device is None and leaf.dtype is None:
+            return data.clone()  # a torch tensor cannot be read-only: hand out a copy
         if leaf.device is not None:
             data = data.to(leaf.device, non_blocking=True)
         if leaf.dtype is not None:

@@ -21,6 +21,8 @@ from sam2edge.contract.artifacts import Artifact, Tensor
 from sam2edge.errors import InputError, UnknownImageHashError
 from sam2edge.processing import postprocess, preprocess
 from sam2edge.processing.masks import choose_mask_tokens
+from sam2edge.runtime import checks
+from sam2edge.runtime.image.embedding import Embedder, cache_key
 from sam2edge.runtime.image.prompts import ImagePrompts, build_image_prompts, per_image
 from sam2edge.runtime.image.types import SAM2ImageEmbeddings, SAM2Prediction
 from sam2edge.runtime.loading import load_predictor
@@ -30,8 +32,6 @@ from sam2edge.runtime.video import stream, track
 log = logging.getLogger(__name__)
 
 # Tensor names come from the artifact specs; these are the only ones the predictor uses.
-ENC_IN = Tensor.IMAGE
-ENC_OUT = (Tensor.IMAGE_EMBED, Tensor.HIGH_RES_0, Tensor.HIGH_RES_1)
 DEC_IN = (Tensor.IMAGE_EMBED, Tensor.HIGH_RES_0, Tensor.HIGH_RES_1, Tensor.POINT_COORDS, Tensor.POINT_LABELS,
           Tensor.MASK_INPUT, Tensor.HAS_MASK_INPUT)
 DEC_OUT = (Tensor.MASKS, Tensor.IOU_PREDICTIONS)
@@ -52,6 +52,8 @@ class SAM2:
         backend: Any = None,
         max_hole_area: float = 0.0,
         max_sprinkle_area: float = 0.0,
+        model_id: str | None = None,
+        allow_client_image_hashes: bool = True,
     ) -> None:
         self.runners = runners
         self.config = config
@@ -59,10 +61,13 @@ class SAM2:
         self._sam2_low_resolution_masks_cache = sam2_low_resolution_masks_cache
         self.preprocessing = resolve_mode(preprocessing, video=False)
         self._preprocess = make_preprocess(self.preprocessing, False, config.image_size)
-        self.max_batch_size = max_batch_size
+        self.max_batch_size = checks.positive_int(max_batch_size, "max_batch_size")
         self._backend = backend
-        self.max_hole_area = max_hole_area
-        self.max_sprinkle_area = max_sprinkle_area
+        self.max_hole_area = checks.number(max_hole_area, "max_hole_area", minimum=0.0)
+        self.max_sprinkle_area = checks.number(max_sprinkle_area, "max_sprinkle_area", minimum=0.0)
+        self.model_id = model_id or f"{config.name}:unknown"
+        self.allow_client_image_hashes = checks.flag(allow_client_image_hashes, "allow_client_image_hashes")
+        self._embedder = Embedder(runners[Artifact.IMAGE_ENCODER], self._preprocess, self.max_batch_size, self.model_id)
 
     # -- construction ------------------------------------------------------------------
     @classmethod
@@ -108,36 +113,23 @@ class SAM2:
         input_color_format: str | None = None,
         **kwargs: Any,
     ) -> list[SAM2ImageEmbeddings]:
-        """Encode images (HWC uint8 numpy, BGR unless ``input_color_format="rgb"``; or torch CHW/NCHW RGB)."""
+        """Encode images (HWC uint8 numpy, BGR unless ``input_color_format="rgb"``; or torch CHW/NCHW RGB).
+
+        Embeddings that come from the cache hold read-only arrays (the cache keeps its own copy).
+        """
+        checks.check_kwargs(kwargs, EMBED_ARGS, "embed_images")
         rgbs = _as_rgb_list(images, input_color_format)
-        hashes = _hashes(rgbs, image_hashes)
-        return self._embed(rgbs, hashes, use_embeddings_cache)
+        hashes = self._hashes(rgbs, image_hashes)
+        return self._embed(rgbs, hashes, checks.flag(use_embeddings_cache, "use_embeddings_cache"))
 
     def _embed(self, rgbs: list[np.ndarray], hashes: list[str], use_cache: bool) -> list[SAM2ImageEmbeddings]:
-        cache = self._sam2_image_embeddings_cache if use_cache else None
-        found: dict[int, SAM2ImageEmbeddings] = {}
-        if cache is not None:
-            for i, h in enumerate(hashes):
-                hit = cache.retrieve_embeddings(key=h)
-                if hit is not None:
-                    found[i] = hit.to(dtype=np.float32)
-        todo = [i for i in range(len(rgbs)) if i not in found]
-        for start in range(0, len(todo), self.max_batch_size):
-            chunk = todo[start : start + self.max_batch_size]
-            batch = np.concatenate([self._preprocess(rgbs[i]) for i in chunk], axis=0)
-            out = self.runners[Artifact.IMAGE_ENCODER].infer({ENC_IN: batch})
-            for j, i in enumerate(chunk):
-                found[i] = SAM2ImageEmbeddings(
-                    image_hash=hashes[i],
-                    image_size_hw=(int(rgbs[i].shape[0]), int(rgbs[i].shape[1])),
-                    embeddings=out[ENC_OUT[0]][j : j + 1],
-                    high_resolution_features=[out[ENC_OUT[1]][j : j + 1], out[ENC_OUT[2]][j : j + 1]],
-                )
-        result = [found[i] for i in range(len(rgbs))]
-        if cache is not None:
-            for i in todo:
-                cache.save_embeddings(key=hashes[i], embeddings=found[i])
-        return result
+        return self._embedder.embed(rgbs, hashes, self._sam2_image_embeddings_cache if use_cache else None)
+
+    def _hashes(self, rgbs: list[np.ndarray], image_hashes: str | Sequence[str] | None) -> list[str]:
+        if image_hashes is not None and not self.allow_client_image_hashes:
+            raise InputError("image_hashes given with images, but this model computes hashes itself "
+                             "(allow_client_image_hashes=False); drop image_hashes")
+        return _hashes(rgbs, image_hashes)
 
     # -- prompts -> masks ------------------------------------------------------------------
     def segment_images(
@@ -161,25 +153,29 @@ class SAM2:
         **kwargs: Any,
     ) -> list[SAM2Prediction]:
         """Segment each image with its prompts; see SAM2Prediction for output shapes."""
+        checks.check_kwargs(kwargs, SEGMENT_ARGS, "segment_images")
         if use_mask_input_cache is not None:
-            load_from_mask_input_cache = save_to_mask_input_cache = bool(use_mask_input_cache)
+            load_from_mask_input_cache = save_to_mask_input_cache = checks.flag(use_mask_input_cache,
+                                                                                "use_mask_input_cache")
+        load_from_mask_input_cache = checks.flag(load_from_mask_input_cache, "load_from_mask_input_cache")
+        save_to_mask_input_cache = checks.flag(save_to_mask_input_cache, "save_to_mask_input_cache")
+        multi_mask_output = checks.flag(multi_mask_output, "multi_mask_output")
+        return_logits = checks.flag(return_logits, "return_logits")
+        use_embeddings_cache = checks.flag(use_embeddings_cache, "use_embeddings_cache")
         if output not in ("numpy", "torch"):
             raise InputError(f"output must be 'numpy' or 'torch', got {output!r}")
-        threshold = 0.0 if mask_threshold is None else float(mask_threshold)
-        if not np.isfinite(threshold):
-            raise InputError(f"mask_threshold must be a finite number, got {mask_threshold!r}")
+        threshold = checks.number(0.0 if mask_threshold is None else mask_threshold, "mask_threshold")
+        if images is not None and embeddings is not None:
+            raise InputError("give images or embeddings, not both (embeddings already stand for their images)")
         # 1. Resolve images / embeddings / hashes to sizes, without touching any cache.
         rgbs = hashes = None
         if images is not None:
             rgbs = _as_rgb_list(images, input_color_format)
-            hashes = _hashes(rgbs, image_hashes)
+            hashes = self._hashes(rgbs, image_hashes)
             sizes = [(int(r.shape[0]), int(r.shape[1])) for r in rgbs]
         elif embeddings is not None:
             embeddings = list(embeddings) if isinstance(embeddings, list | tuple) else [embeddings]
-            for i, e in enumerate(embeddings):
-                if not isinstance(e, SAM2ImageEmbeddings):
-                    raise InputError(f"embeddings[{i}] must be SAM2ImageEmbeddings from embed_images(), got {type(e).__name__}")
-            sizes = [tuple(e.image_size_hw) for e in embeddings]
+            sizes = [self._check_embeddings(e, i) for i, e in enumerate(embeddings)]
         elif image_hashes is not None:
             embeddings = self._embeddings_from_hashes(image_hashes)
             sizes = [tuple(e.image_size_hw) for e in embeddings]
@@ -213,12 +209,33 @@ class SAM2:
         if cache is None:
             raise InputError("image_hashes need an embeddings cache: pass sam2_image_embeddings_cache to from_pretrained")
         out = []
-        for k in keys:
-            hit = cache.retrieve_embeddings(key=k)
+        for i, k in enumerate(keys):
+            if not isinstance(k, str) or not k:
+                raise InputError(f"image_hashes[{i}] must be a non-empty string, got {k!r}")
+            hit = self._embedder.lookup(cache, k)
             if hit is None:
-                raise UnknownImageHashError(f"image hash {k!r} is not in the embeddings cache (never embedded, or evicted)")
-            out.append(hit.to(dtype=np.float32))
+                raise UnknownImageHashError(f"image hash {k!r} is not in the embeddings cache of this model "
+                                            "(never embedded by it, or evicted)")
+            out.append(hit)
         return out
+
+    def _check_embeddings(self, emb: Any, idx: int) -> tuple[int, int]:
+        """The image size of embeddings made by this model, with the shapes the decoder takes."""
+        if not isinstance(emb, SAM2ImageEmbeddings):
+            raise InputError(f"embeddings[{idx}] must be SAM2ImageEmbeddings from embed_images(), got {type(emb).__name__}")
+        if emb.model_id is not None and emb.model_id != self.model_id:
+            raise InputError(f"embeddings[{idx}] were made by model {emb.model_id}, this model is {self.model_id}; "
+                             "embed the image with this model")
+        size = checks.image_size(emb.image_size_hw, f"embeddings[{idx}].image_size_hw")
+        spec = self.runners[Artifact.PROMPT_DECODER].spec
+        want = {t.name: t.shape_at("min") for t in spec.inputs}
+        arrays = ((Tensor.IMAGE_EMBED, emb.embeddings), (Tensor.HIGH_RES_0, _item(emb.high_resolution_features, 0)),
+                  (Tensor.HIGH_RES_1, _item(emb.high_resolution_features, 1)))
+        for name, arr in arrays:
+            if tuple(getattr(arr, "shape", ())) != want[name]:
+                raise InputError(f"embeddings[{idx}]: {name} must have shape {want[name]}, "
+                                 f"got {tuple(getattr(arr, 'shape', ())) or type(arr).__name__}")
+        return size
 
     def _decode(
         self, emb: SAM2ImageEmbeddings, prm: ImagePrompts, mask_in: np.ndarray | None,
@@ -255,11 +272,11 @@ class SAM2:
         cache = self._sam2_low_resolution_masks_cache
         if cache is None or not prm.single:
             return None
-        hit = cache.retrieve_best_match(image_hash, prm.serialized)
+        hit = cache.retrieve_best_match(cache_key(image_hash, self.model_id), prm.serialized)
         return None if hit is None else np.asarray(hit, dtype=np.float32).reshape(1, 1, LOW_RES, LOW_RES)
 
     def _save_mask(self, image_hash: str, prm: ImagePrompts, best_low_res: np.ndarray) -> None:
-        self._sam2_low_resolution_masks_cache.save(image_hash, prm.serialized, best_low_res[0])
+        self._sam2_low_resolution_masks_cache.save(cache_key(image_hash, self.model_id), prm.serialized, best_low_res[0])
 
 
 def _as_rgb_list(images: Any, color_format: str | None) -> list[np.ndarray]:
@@ -277,6 +294,19 @@ def _as_rgb_list(images: Any, color_format: str | None) -> list[np.ndarray]:
     # torch tensors are RGB by convention; numpy follows input_color_format (BGR default).
     return [preprocess.to_rgb_uint8(img, input_color_format=("rgb" if hasattr(img, "detach") else fmt), name=f"images[{i}]")
             for i, img in enumerate(items)]
+
+
+def _item(seq: Any, i: int) -> Any:
+    try:
+        return seq[i]
+    except (TypeError, IndexError, KeyError):
+        return None
+
+
+EMBED_ARGS = ("images", "use_embeddings_cache", "image_hashes", "input_color_format")
+SEGMENT_ARGS = ("images", "embeddings", "image_hashes", "point_coordinates", "point_labels", "boxes", "mask_input",
+                "multi_mask_output", "return_logits", "input_color_format", "mask_threshold", "use_embeddings_cache",
+                "use_mask_input_cache", "load_from_mask_input_cache", "save_to_mask_input_cache", "output")
 
 
 def _hashes(rgbs: list[np.ndarray], image_hashes: str | Sequence[str] | None) -> list[str]:

@@ -87,11 +87,10 @@ def _points(coords: Any, labels: Any, idx: int) -> tuple[np.ndarray, np.ndarray,
         )
     if np.issubdtype(lab.dtype, np.floating) and not np.all(lab == np.round(lab)):
         raise InputError(f"point_labels[{idx}] must be integers 0 (background) or 1 (foreground)")
-    lab = lab.astype(np.int32)
-    bad = sorted(set(np.unique(lab).tolist()) - {0, 1})
+    bad = sorted(set(np.unique(lab).tolist()) - {0, 1})  # before any cast: 2**32 + 1 must not wrap to 1
     if bad:
-        raise InputError(f"point_labels[{idx}] must be 0 (background) or 1 (foreground), got values {bad}")
-    return c, lab, single
+        raise InputError(f"point_labels[{idx}] must be 0 (background) or 1 (foreground), got values {bad[:5]}")
+    return c, lab.astype(np.int32), single
 
 
 def _boxes(box: Any, idx: int) -> tuple[np.ndarray, bool]:

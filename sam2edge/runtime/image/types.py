@@ -14,13 +14,16 @@ class SAM2ImageEmbeddings:
 
     ``embeddings`` [1,256,64,64] (64² features + no_mem_embed), ``high_resolution_features``
     [[1,32,256,256], [1,64,128,128]]; arrays are numpy (float32, or float16 when a cache
-    stores them compactly). ``image_size_hw`` is the original image size.
+    stores them compactly; read-only when they come from a cache). ``image_size_hw`` is the
+    original image size; ``model_id`` names the model that made them (variant and checkpoint),
+    so a predictor refuses embeddings of another model.
     """
 
     image_hash: str
     image_size_hw: tuple[int, int]
     embeddings: Any
     high_resolution_features: list[Any] = field(default_factory=list)
+    model_id: str | None = None
 
     @property
     def nbytes(self) -> int:
