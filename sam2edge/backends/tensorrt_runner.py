@@ -187,7 +187,7 @@ class TensorRTRunner(Runner):
                 try:
                     step()
                 except Exception as exc:  # noqa: BLE001 - teardown goes on; the error is reported
-                    log.warning("%s: %s failed during teardown: %s", self.describe(), what, exc)
+                    log.warning("%s: %s failed during teardown: %s", self.describe(), what, str(exc))  # text: no traceback kept
         finally:
             self.context, self.stream, self.buffers = None, None, {}
             if self._owns_engine:  # its weights leave the device too (the next activation deserializes again)
