@@ -16,6 +16,11 @@ memory is shared with the PyTorch backend rather than fragmented between two all
 
 All errors are typed: :class:`DeviceOutOfMemoryError` (a :class:`BackendRuntimeError`, so the
 backend layer falls back) and :class:`BackendUnavailableError` when there is no usable GPU.
+
+The current device is a property of the calling *host thread* (CUDA Runtime API, ``cudaSetDevice``:
+"Sets device as the current device for the calling host thread"; allocations, streams and kernel
+launches of that thread go to it). :meth:`DeviceMemory.make_current` must therefore be called on the
+thread that is about to work, before every piece of work, not once at creation.
 """
 
 from __future__ import annotations
@@ -50,6 +55,10 @@ class DeviceMemory(ABC):
 
     def __init__(self, device_index: int = 0) -> None:
         self.device_index = device_index
+
+    @abstractmethod
+    def make_current(self) -> None:
+        """Make this memory's device the calling thread's current device (cheap; call before any work)."""
 
     @abstractmethod
     def alloc(self, nbytes: int) -> DeviceBuffer: ...
@@ -89,7 +98,10 @@ class CudaPythonMemory(DeviceMemory):
     def __init__(self, device_index: int = 0) -> None:
         super().__init__(device_index)
         self.rt = import_cudart()
-        self._check(self.rt.cudaSetDevice(device_index), f"cudaSetDevice({device_index})", unavailable=True)
+        self.make_current(unavailable=True)
+
+    def make_current(self, unavailable: bool = False) -> None:
+        self._check(self.rt.cudaSetDevice(self.device_index), f"cudaSetDevice({self.device_index})", unavailable=unavailable)
 
     def _check(self, result: Any, what: str, nbytes: int | None = None, unavailable: bool = False) -> Any:
         err = result[0] if isinstance(result, tuple) else result
@@ -149,6 +161,10 @@ class TorchMemory(DeviceMemory):
             raise BackendUnavailableError("PyTorch sees no CUDA device")
         self.torch = torch
         self.device = torch.device("cuda", device_index)
+        self.make_current()
+
+    def make_current(self) -> None:
+        self.torch.cuda.set_device(self.device)  # cudaSetDevice on the calling thread
 
     def alloc(self, nbytes: int) -> DeviceBuffer:
         try:

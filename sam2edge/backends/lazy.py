@@ -19,7 +19,8 @@ INSTALL_HINTS = {
              "https://download.pytorch.org/whl/cpu)",
     "onnx": "pip install 'sam2edge[export]'",
     "onnxruntime": "pip install 'sam2edge[onnx]' (GPU boxes: 'sam2edge[onnx-gpu]')",
-    "tensorrt": "pip install 'sam2edge[tensorrt]'; on Jetson: apt install python3-libnvinfer",
+    "tensorrt": "pip install 'sam2edge[tensorrt]' (CUDA 13 drivers: 'sam2edge[tensorrt-cu13]'); on Jetson: JetPack's "
+                "python3-libnvinfer and pip install 'sam2edge[jetson]'",
     "cuda": "pip install 'sam2edge[tensorrt]' (cuda-python)",
 }
 
@@ -69,11 +70,29 @@ def import_onnxruntime(purpose: str = "the ONNX Runtime backend") -> Any:
     return onnxruntime
 
 
+# TensorRT 8.x (JetPack 5) builds implicit-batch networks that the ONNX parser refuses, lacks BF16, the
+# name-based IO API of 10 (set_input_shape / set_tensor_address / execute_async_v3) is new in 8.5 and the
+# IProgressMonitor in 10.0: the code here is written against 10.x and 11.x only.
+MIN_TENSORRT_MAJOR = 10
+
+
+def tensorrt_major(trt: Any) -> int:
+    """The major version of an imported ``tensorrt`` module (``"10.16.0.72"`` -> 10; 0 when unreadable)."""
+    head = str(getattr(trt, "__version__", "0")).split(".")[0]
+    return int(head) if head.isdigit() else 0
+
+
 def import_tensorrt(purpose: str = "the TensorRT backend") -> Any:
+    """``tensorrt``, refused (BackendUnavailableError) below :data:`MIN_TENSORRT_MAJOR`."""
     try:
         import tensorrt
     except ImportError as exc:
         raise _missing("tensorrt", purpose, exc) from exc
+    if tensorrt_major(tensorrt) < MIN_TENSORRT_MAJOR:
+        raise BackendUnavailableError(
+            f"{purpose} needs TensorRT >= {MIN_TENSORRT_MAJOR}, this is TensorRT {getattr(tensorrt, '__version__', '?')} "
+            "(JetPack 5 ships 8.5: use JetPack 6 or later, or the ONNX Runtime / PyTorch backends)"
+        )
     return tensorrt
 
 

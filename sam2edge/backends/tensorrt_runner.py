@@ -6,8 +6,15 @@
   engine's optimisation-profile maxima, through :mod:`sam2edge.backends.cuda_memory`.
 * ``infer`` (numpy in/out): ``set_input_shape`` + ``set_tensor_address`` per tensor, async
   uploads, ``execute_async_v3`` on the runner's own stream, async downloads, one synchronise.
-* ``infer_torch`` (PyTorch CUDA tensors in/out): zero copy; the tensors' own addresses are
-  bound and the work is queued on PyTorch's current stream.
+* ``infer_torch`` (PyTorch CUDA tensors in/out): zero copy; the tensors' own (256-byte aligned)
+  addresses are bound and the work runs on the runner's stream, ordered after PyTorch's current one.
+* Device binding: TensorRT binds an engine to the calling thread's current device when it is
+  deserialized and each context to its engine's device; the runner makes its device current before
+  deserializing and at the start of every inference and teardown, on whichever thread calls.
+* Every ``set_tensor_address`` / ``set_input_shape`` / ``execute_async_v3`` result is checked; an input
+  outside the engine's profile is an :class:`InputError` (the caller's, no backend fallback).
+* Activation that fails part-way and deactivation after a CUDA error release everything they can and
+  log what failed; deactivation never raises, so the fallback to the next backend can proceed.
 
 Thread safety: an ``ICudaEngine`` may be shared between threads, an ``IExecutionContext`` may
 not. A runner owns one context, so its calls are serialised by the Runner base-class lock
@@ -20,6 +27,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -28,15 +36,30 @@ from sam2edge.backends.base import Runner
 from sam2edge.backends.cuda_memory import DeviceBuffer, DeviceMemory, DeviceOutOfMemoryError, default_memory
 from sam2edge.backends.lazy import import_tensorrt, import_torch
 from sam2edge.backends.registry import RunnerSources, device_index
-from sam2edge.contract.artifacts import ARTIFACTS
-from sam2edge.contract.spec import ArtifactSpec
-from sam2edge.errors import BackendRuntimeError, EngineMismatchError
+from sam2edge.contract.artifacts import ARTIFACTS, BATCH, NUM_MEMORY_FRAMES, NUM_OBJECTS, NUM_POINTS, NUM_PROMPTS
+from sam2edge.contract.spec import ArtifactSpec, Dim
+from sam2edge.errors import BackendRuntimeError, EngineMismatchError, InputError
 
 log = logging.getLogger(__name__)
 
 
+_LOGGERS: dict[int, tuple[Any, Any]] = {}
+ALIGNMENT = 256  # IExecutionContext::setTensorAddress: "The pointer must have at least 256-byte alignment."
+
+
 def trt_logger(trt: Any, verbose: bool = False) -> Any:
-    return trt.Logger(trt.Logger.VERBOSE if verbose else trt.Logger.WARNING)
+    """The process's one TensorRT logger (per ``tensorrt`` module), at WARNING or VERBOSE.
+
+    TensorRT keeps the first logger given to a builder or runtime as its global logger and reports every
+    other one ("The logger passed into createInferRuntime differs from one already provided ..."); a logger
+    must also outlive every object created with it (NvInferRuntime.h, ILogger). So there is one, kept here.
+    """
+    entry = _LOGGERS.get(id(trt))
+    if entry is None or entry[0] is not trt:
+        entry = _LOGGERS[id(trt)] = (trt, trt.Logger(trt.Logger.WARNING))
+    logger = entry[1]
+    logger.min_severity = trt.Logger.VERBOSE if verbose else trt.Logger.WARNING
+    return logger
 
 
 class TrtEngine:
@@ -91,6 +114,11 @@ def max_shapes(spec: ArtifactSpec, engine: TrtEngine, profile: int = 0) -> dict[
     return inputs | {t.name: t.shape_at("max", dims) for t in spec.outputs}
 
 
+# The build option that raises each dim's profile maximum (the message of an out-of-profile input).
+LIMIT_OPTIONS = {BATCH.name: "--max-batch", NUM_OBJECTS.name: "--max-batch", NUM_PROMPTS.name: "--max-prompts",
+                 NUM_POINTS.name: "--max-points", NUM_MEMORY_FRAMES.name: "--max-memory-frames"}
+
+
 class TensorRTRunner(Runner):
     backend = "tensorrt"
     thread_safe = False  # one execution context per runner: calls are serialised (see module doc)
@@ -100,6 +128,7 @@ class TensorRTRunner(Runner):
         super().__init__(spec)
         self._engine_source = engine
         self.engine: TrtEngine | None = engine if isinstance(engine, TrtEngine) else None
+        self._owns_engine = False  # deserialized here (released at deactivation), not handed in
         self.device_index = device_index
         self.memory = memory
         self.profile = profile
@@ -107,11 +136,23 @@ class TensorRTRunner(Runner):
         self.stream: Any = None
         self.buffers: dict[str, DeviceBuffer] = {}
 
+    # -- lifecycle ----------------------------------------------------------------------------
     def _activate_impl(self) -> None:
+        try:
+            self._acquire()
+        except BaseException:
+            self._release()  # an out-of-memory part-way must not leave buffers, stream or context behind
+            raise
+
+    def _acquire(self) -> None:
+        self.memory = self.memory or default_memory(self.device_index)
+        # TensorRT binds an engine to the device current on the calling thread when it is deserialized, and
+        # each context to its engine's device (Troubleshooting FAQ, "How do I use TensorRT on multiple GPUs?").
+        self.memory.make_current()
         if self.engine is None:
             self.engine = self._engine_source()  # type: ignore[operator]
+            self._owns_engine = True
         self.engine.check_against(self.spec)
-        self.memory = self.memory or default_memory(self.device_index)
         self.context = self.engine.engine.create_execution_context()
         if self.context is None:
             raise DeviceOutOfMemoryError(
@@ -119,32 +160,57 @@ class TensorRTRunner(Runner):
                 f"({self.engine.device_memory_bytes} bytes of device memory)"
             )
         self.stream = self.memory.new_stream()
-        self.context.set_optimization_profile_async(self.profile, self.memory.stream_handle(self.stream))
+        if not self.context.set_optimization_profile_async(self.profile, self.memory.stream_handle(self.stream)):
+            raise BackendRuntimeError(f"{self.describe()}: the engine has no optimization profile {self.profile}")
         for name, shape in max_shapes(self.spec, self.engine, self.profile).items():
             nbytes = int(np.prod(shape)) * self.engine.io[name][1].itemsize
             self.buffers[name] = self.memory.alloc(nbytes)
 
     def _deactivate_impl(self) -> None:
-        assert self.memory is not None
-        self.memory.synchronize(self.stream)
-        for buf in self.buffers.values():
-            self.memory.free(buf)
-        self.buffers = {}
-        self.memory.close_stream(self.stream)
-        self.context = self.stream = None
+        self._release()
 
+    def _release(self) -> None:
+        """Release everything this runner holds. Every step runs even when an earlier one fails (after a sticky
+        CUDA error every CUDA call fails); failures are logged, never raised, so that a fallback can proceed."""
+        mem, stream, buffers = self.memory, self.stream, self.buffers
+        steps: list[tuple[str, Callable[[], Any]]] = []
+        if mem is not None:
+            steps.append(("making the device current", mem.make_current))
+            if stream is not None:
+                steps.append(("synchronising the stream", lambda: mem.synchronize(stream)))
+            steps.append(("releasing the execution context", self._drop_context))
+            steps += [(f"freeing {name}", partial(mem.free, buf)) for name, buf in buffers.items()]
+            if stream is not None:
+                steps.append(("destroying the stream", lambda: mem.close_stream(stream)))
+        try:
+            for what, step in steps:
+                try:
+                    step()
+                except Exception as exc:  # noqa: BLE001 - teardown goes on; the error is reported
+                    log.warning("%s: %s failed during teardown: %s", self.describe(), what, str(exc))  # text: no traceback kept
+        finally:
+            self.context, self.stream, self.buffers = None, None, {}
+            if self._owns_engine:  # its weights leave the device too (the next activation deserializes again)
+                self.engine, self._owns_engine = None, False
+
+    def _drop_context(self) -> None:
+        self.context = None  # TensorRT >= 10 releases a context with its last Python reference
+
+    # -- inference ----------------------------------------------------------------------------
     def _infer_impl(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         assert self.memory is not None and self.engine is not None
         mem, ctx = self.memory, self.context
-        for t in self.spec.inputs:
-            arr = np.ascontiguousarray(feeds[t.name], dtype=t.dtype)
-            self._set_input_shape(t.name, arr.shape)
-            mem.upload(self.buffers[t.name], arr, self.stream)
-            ctx.set_tensor_address(t.name, self.buffers[t.name].ptr)
+        mem.make_current()  # this thread may not be the one that activated the runner
+        arrays = {t.name: np.ascontiguousarray(feeds[t.name], dtype=t.dtype) for t in self.spec.inputs}
+        self._check_profile({name: a.shape for name, a in arrays.items()})
+        for name, arr in arrays.items():
+            self._set_input_shape(name, arr.shape)
+            mem.upload(self.buffers[name], arr, self.stream)
+            self._bind(name, self.buffers[name].ptr)
         outputs = {}
         for t in self.spec.outputs:
             outputs[t.name] = np.empty(tuple(ctx.get_tensor_shape(t.name)), dtype=t.dtype)
-            ctx.set_tensor_address(t.name, self.buffers[t.name].ptr)
+            self._bind(t.name, self.buffers[t.name].ptr)
         self._execute(mem.stream_handle(self.stream))
         for name, host in outputs.items():
             mem.download(host, self.buffers[name], self.stream)
@@ -152,36 +218,69 @@ class TensorRTRunner(Runner):
         return outputs
 
     def infer_torch(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
-        """Zero copy: CUDA tensors in, CUDA tensors out, queued on PyTorch's current stream."""
+        """Zero copy: CUDA tensors in, CUDA tensors out, ordered after the caller's current stream.
+
+        The work runs on the runner's own stream (TensorRT synchronises the whole device around the legacy
+        default stream: execute_async_v3, "Please use non-default stream instead"): it waits for the caller's
+        current stream before and the caller's stream waits for it after. An input that is not 256-byte
+        aligned (a slice) is copied first.
+        """
         torch = import_torch()
 
         self.spec.check_inputs(feeds)
         with self._lock:
             if not self.is_active:
                 self.activate()
-            ctx = self.context
+            assert self.memory is not None
+            self.memory.make_current()
             device = torch.device("cuda", self.device_index)
-            keep = []
+            caller = torch.cuda.current_stream(device)
+            ours = torch.cuda.ExternalStream(self.memory.stream_handle(self.stream), device=device)
+            inputs = {}
             for t in self.spec.inputs:
                 x = feeds[t.name].to(device).contiguous()
-                keep.append(x)
-                self._set_input_shape(t.name, tuple(x.shape))
-                ctx.set_tensor_address(t.name, x.data_ptr())
+                inputs[t.name] = x if x.data_ptr() % ALIGNMENT == 0 else x.clone()  # fresh blocks are aligned
+            self._check_profile({name: tuple(x.shape) for name, x in inputs.items()})
+            for name, x in inputs.items():
+                self._set_input_shape(name, tuple(x.shape))
+                self._bind(name, x.data_ptr())
             outputs = {}
             for t in self.spec.outputs:
-                shape = tuple(ctx.get_tensor_shape(t.name))
+                shape = tuple(self.context.get_tensor_shape(t.name))
                 outputs[t.name] = torch.empty(shape, dtype=getattr(torch, t.dtype), device=device)
-                ctx.set_tensor_address(t.name, outputs[t.name].data_ptr())
-            self._execute(torch.cuda.current_stream(device).cuda_stream)
+                self._bind(t.name, outputs[t.name].data_ptr())
+            ours.wait_stream(caller)  # inputs and outputs were made on the caller's stream
+            self._execute(self.memory.stream_handle(self.stream))
+            caller.wait_stream(ours)
+            for x in (*inputs.values(), *outputs.values()):
+                x.record_stream(ours)
             return outputs
+
+    def _check_profile(self, shapes: Mapping[str, tuple[int, ...]]) -> None:
+        """InputError (the caller's, not the backend's: no fallback) for a shape outside the engine's profile."""
+        assert self.engine is not None
+        for t in self.spec.inputs:
+            lo, _, hi = (tuple(int(d) for d in s) for s in self.engine.engine.get_tensor_profile_shape(t.name, self.profile))
+            got = tuple(int(d) for d in shapes[t.name])
+            if all(a <= g <= b for a, g, b in zip(lo, got, hi)):
+                continue
+            dims = [d.name for d, a, g, b in zip(t.shape, lo, got, hi) if isinstance(d, Dim) and not a <= g <= b]
+            fix = ", ".join(f"{LIMIT_OPTIONS[d]} for {d}" for d in dims if d in LIMIT_OPTIONS) or "larger --max-* options"
+            raise InputError(
+                f"{self.describe()}: input {t.name!r} has shape {got}, outside the engine's profile {lo}..{hi} "
+                f"({', '.join(dims)}); split the call, or rebuild the engines with {fix}"
+            )
 
     def _set_input_shape(self, name: str, shape: tuple[int, ...]) -> None:
         if not self.context.set_input_shape(name, tuple(int(s) for s in shape)):
-            assert self.engine is not None
-            raise BackendRuntimeError(
-                f"{self.describe()}: input {name!r} shape {tuple(shape)} is outside the engine's profile "
-                f"(max {self.engine.profile_max(name, self.profile)}); rebuild with larger --max-* options"
-            )
+            raise BackendRuntimeError(f"{self.describe()}: set_input_shape({name!r}, {tuple(shape)}) failed (see the TensorRT log)")
+
+    def _bind(self, name: str, ptr: int) -> None:
+        """``set_tensor_address``, checked: a refused address leaves the previous one bound (stale outputs)."""
+        if ptr % ALIGNMENT:
+            raise BackendRuntimeError(f"{self.describe()}: {name!r} at {ptr:#x} is not {ALIGNMENT}-byte aligned")
+        if not self.context.set_tensor_address(name, int(ptr)):
+            raise BackendRuntimeError(f"{self.describe()}: TensorRT refused the address {ptr:#x} of {name!r}")
 
     def _execute(self, stream_handle: int) -> None:
         if not self.context.execute_async_v3(stream_handle):

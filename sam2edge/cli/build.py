@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from sam2edge.backends import lazy
 from sam2edge.cli.common import add_store_option
 from sam2edge.contract.artifacts import ARTIFACTS
 from sam2edge.contract.manifest import engine_dir
@@ -19,7 +20,7 @@ from sam2edge.download import resolve_checkpoint
 from sam2edge.engines import tensorrt as trtb
 from sam2edge.engines.build import build_engines
 from sam2edge.engines.store import PRECISIONS, ArtifactStore, OnnxSet
-from sam2edge.errors import CheckpointError, EngineMismatchError
+from sam2edge.errors import BackendUnavailableError, CheckpointError, EngineMismatchError
 from sam2edge.export.onnx_export import export_checkpoint
 
 
@@ -37,7 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-verify", action="store_true", help="skip the verification against ONNX Runtime")
     parser.add_argument("--print-trtexec", action="store_true",
                         help="print the equivalent trtexec commands instead of building (no TensorRT Python needed)")
-    parser.add_argument("--trt-major", type=int, default=10, help="TensorRT major version of trtexec (10 or 11)")
+    parser.add_argument("--trt-major", type=int, choices=(10, 11),
+                        help="TensorRT major version of trtexec (default: the installed TensorRT's, else 10)")
 
 
 def _limits(args: argparse.Namespace) -> dict[str, int]:
@@ -55,13 +57,25 @@ def run(args: argparse.Namespace) -> int:
     onnx = find_or_export(store, args.model)
     names = trtb.artifact_order(list(args.artifacts or ARTIFACTS))
     if args.print_trtexec:
-        print_trtexec(onnx, names, args.precision, _limits(args), args.workspace << 20, args.trt_major)
+        print_trtexec(onnx, names, args.precision, _limits(args), args.workspace << 20, args.trt_major or installed_trt_major())
         return 0
     engines = build_engines(onnx, store=store, precision=args.precision, workspace=args.workspace << 20,
                             limits=_limits(args), artifacts=names, verify=not args.no_verify,
                             build_args=_build_args(args))
     print(f"engines written to {engines.dir}")
     return 0
+
+
+def installed_trt_major() -> int:
+    """The major version of the importable TensorRT; 10 (with a note) when there is none."""
+    if lazy.available("tensorrt"):
+        try:
+            return lazy.tensorrt_major(lazy.import_tensorrt("reading the TensorRT version"))
+        except BackendUnavailableError as exc:
+            print(f"# {exc}", file=sys.stderr)
+    print("# the TensorRT Python bindings are not installed here: trtexec lines for TensorRT 10 "
+          "(pass --trt-major 11 for trtexec 11)", file=sys.stderr)
+    return 10
 
 
 def find_or_export(store: ArtifactStore, model: str) -> OnnxSet:
@@ -99,7 +113,9 @@ def print_trtexec(onnx: OnnxSet, names: list[str], precision: str, limits: dict[
             except ImportError:
                 print(f"# onnx is not installed: no --layerPrecisions for {name} (pip install onnx)")
         if trt_major >= 11 and precision != "fp32":
-            print(f"# TensorRT 11 is strongly typed: first convert {src.name} to mixed precision (ModelOpt AutoCast)")
-            src = src.with_suffix(f".{precision}.onnx")
+            mixed = out_dir / f"{name}.{precision}.onnx"  # beside the engines: the ONNX store stays as exported
+            print(f"# TensorRT 11 is strongly typed: first convert {src} to mixed precision with ModelOpt AutoCast "
+                  f"into {mixed} (keep_io_types, data_max=inf, the fp32 nodes of the policy excluded)")
+            src = mixed
         print(trtb.trtexec_command(src, out_dir / f"{name}.engine", ARTIFACTS[name], precision, limits, workspace,
                                    policy, out_dir / "timing.cache", trt_major))

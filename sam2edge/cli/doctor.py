@@ -1,18 +1,24 @@
 """``sam2edge doctor``: the machine (GPUs, memory, Jetson), the backends installed, the store, and what
 ``auto`` would pick for each exported model and why. Exit code 1 when nothing can run.
+
+``sam2edge doctor --self-test [--model NAME]``: on a GPU machine, build, verify and time every artifact of
+an exported model for each precision (engines go into the store as ``sam2edge build`` writes them) and
+print a Markdown table to paste into an issue. Exit code 1 when any row failed.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 from sam2edge.cli.common import add_store_option
 from sam2edge.config import variant_names
 from sam2edge.engines.fingerprint import DeviceDescription, Installed, engine_fingerprint, mib, probe_device, probe_installed
-from sam2edge.engines.store import ArtifactStore
+from sam2edge.engines.selftest import format_report, run_self_test
+from sam2edge.engines.store import PRECISIONS, ArtifactStore
 from sam2edge.runtime.fallback import gather_sources
 from sam2edge.runtime.selection import Request, decide
 
@@ -21,16 +27,44 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_store_option(parser)
     parser.add_argument("--batch", type=int, default=1, help="batch size to plan memory for (default 1)")
     parser.add_argument("--json", action="store_true", help="print the machine description as JSON too")
+    test = parser.add_argument_group("self-test (GPU)")
+    test.add_argument("--self-test", action="store_true",
+                      help="build, verify and time every artifact on this GPU and print a table for an issue")
+    test.add_argument("--model", help="exported model to test (default: the only one in the store)")
+    test.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=["fp32", "fp16"])
+    test.add_argument("--artifacts", nargs="+", help="test only these artifacts")
+    test.add_argument("--runs", type=int, default=20, help="timed calls per engine (default %(default)s)")
 
 
 def run(args: argparse.Namespace) -> int:
     """Print the machine, backends, store and the auto decision; 1 when nothing can run."""
+    if args.self_test:
+        return self_test(args)
     device, installed = probe_device(), probe_installed(check_providers=True)
     report = doctor_report(device, installed, ArtifactStore(args.store), args.batch)
     print(report.text)
     if args.json:
         print(json.dumps({"device": device.to_dict(), "installed": installed.to_dict()}, indent=2))
     return 0 if report.usable else 1
+
+
+def self_test(args: argparse.Namespace) -> int:
+    """``--self-test``: the machine, then one table row per (artifact, precision); 1 when any row failed."""
+    device, installed = probe_device(), probe_installed(check_providers=False)
+    if engine_fingerprint(device, installed) is None:
+        print("self-test: needs a CUDA GPU and TensorRT here; `sam2edge doctor` says which is missing", file=sys.stderr)
+        return 1
+    store = ArtifactStore(args.store)
+    models = [store.find_onnx(args.model)] if args.model else store.onnx_sets()
+    if len(models) != 1:
+        names = ", ".join(m.model_dir.name for m in models) or "none"
+        print(f"self-test: pass --model (exported models under {store.root}: {names}; "
+              f"`sam2edge export NAME --out {store.root}` makes one)", file=sys.stderr)
+        return 1
+    rows = run_self_test(models[0], store, (device, installed), args.precisions, args.artifacts, args.runs,
+                         say=lambda m: print(m, file=sys.stderr))
+    print(format_report(rows, device, installed, models[0].variant, args.runs))
+    return 0 if rows and all(r.status == "OK" for r in rows) else 1
 
 
 class DoctorReport:

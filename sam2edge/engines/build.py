@@ -3,12 +3,16 @@
 Steps per artifact: check the ONNX file against its manifest, derive the precision policy
 and the optimisation profile, build (:func:`sam2edge.engines.tensorrt.build_plan`) reusing the
 device's timing cache, write the plan atomically, read the context's device memory back.
-Then the manifest (fingerprint, hashes, profiles, memory, policy, the rebuild command), and
-the verification figures against ONNX Runtime fp32 on real images.
+Then the verification against ONNX Runtime fp32 on real images, inside the profiles just built,
+and only when it passes, the manifest (fingerprint, hashes, profiles, memory, policy, figures, the
+rebuild command): a folder without a manifest is never listed, so an engine set that failed its
+verification (or a build that stopped half-way) is never selected. An earlier manifest in the same
+folder is removed before its engine files are overwritten.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -30,7 +34,7 @@ from sam2edge.engines.fingerprint import (
 )
 from sam2edge.engines.store import ENGINE_FORMAT, ArtifactStore, EngineSet, OnnxSet, rebuild_command
 from sam2edge.engines.verify import sample_images, verify
-from sam2edge.errors import EngineBuildError, EngineMismatchError
+from sam2edge.errors import BackendRuntimeError, EngineBuildError, EngineMismatchError, InputError
 from sam2edge.integrity import sha256_file
 
 
@@ -68,6 +72,7 @@ def build_engines(onnx: OnnxSet, *, store: ArtifactStore, precision: str = "fp16
     names = trtb.artifact_order(list(artifacts or ARTIFACTS))
     out_dir = store.engine_dir(onnx, precision, fingerprint)
     out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / MANIFEST_NAME).unlink(missing_ok=True)  # its engine files are about to change
     cache, seeded = timing_cache_seed(store, fingerprint)
     say(f"building {len(names)} {precision} engines for {onnx.variant} on {fingerprint.gpu_name} "
         f"(TensorRT {trt.__version__}) -> {out_dir}")
@@ -83,38 +88,42 @@ def build_engines(onnx: OnnxSet, *, store: ArtifactStore, precision: str = "fp16
         plan, cache = trtb.build_plan(onnx_path, trtb.profile_for(spec, limits), precision, policy, workspace, cache, say)
         trtb.write_atomic(out_dir / f"{name}.engine", plan)
         trtb.write_atomic(out_dir / "timing.cache", cache)
+        seconds = time.monotonic() - t0
         memory = TrtEngine(plan, label=name).device_memory_bytes
         records[name] = trtb.engine_record(name, plan, onnx_path, onnx_sha, spec, limits, policy, memory)
-        say(f"  {name}: {len(plan) / 2**20:.1f} MiB plan, {memory / 2**20:.1f} MiB context memory, "
-            f"{time.monotonic() - t0:.0f}s")
+        records[name]["build_seconds"] = round(seconds, 3)
+        say(f"  {name}: {len(plan) / 2**20:.1f} MiB plan, {memory / 2**20:.1f} MiB context memory, {seconds:.0f}s")
     manifest = {
         "format": ENGINE_FORMAT, "variant": onnx.variant, "checkpoint_sha256": onnx.checkpoint_sha256,
         "precision": precision, "fingerprint": fingerprint.to_dict(), "onnx_dir": str(onnx.dir),
         "onnx_manifest_sha256": sha256_file(onnx.dir / MANIFEST_NAME), "workspace_bytes": int(workspace),
         "limits": limits, "artifacts": records, "timing_cache": "timing.cache",
         "rebuild_command": rebuild_command(onnx.dir, precision, dict(build_args or {})),
-        "versions": package_versions("tensorrt", "onnxruntime", "cuda-python", "torch"),
+        "versions": package_versions("tensorrt", "onnxruntime", "cuda-python", "cuda-bindings", "torch"),
         "jetson": device.jetson.__dict__ if device.jetson else None,
     }
-    write_manifest(out_dir, manifest)
-    engines = EngineSet(out_dir, manifest)
     if verify:
-        manifest["verification"] = verify_engine_set(store, engines, onnx, names, say)
-        write_manifest(out_dir, manifest)
-        engines = EngineSet(out_dir, manifest)
-    return engines
+        manifest["verification"] = verify_engine_set(store, EngineSet(out_dir, manifest), onnx, names, say)
+    write_manifest(out_dir, manifest)
+    return EngineSet(out_dir, manifest)
 
 
 def verify_engine_set(store: ArtifactStore, engines: EngineSet, onnx: OnnxSet, names: Sequence[str],
                       say: Any = print) -> dict[str, Any]:
-    """TensorRT vs ONNX Runtime fp32 on real images; figures per artifact (see engines.verify)."""
+    """TensorRT vs ONNX Runtime fp32 on real images, inside the engines' profiles; figures per artifact
+    (see engines.verify). EngineBuildError when the engines fail to run or give non-finite differences."""
 
     images, source = sample_images()
+    dims = {name: info.get("dims", {}) for name, info in engines.artifacts.items()}
     reference = make_onnxruntime_runners(onnx.dir, providers=["CPUExecutionProvider"])
-    candidate = registry.create_runners("tensorrt", store.runner_sources(onnx, engines), "cuda:0", names)
     say(f"verifying against ONNX Runtime fp32 on {len(images)} {source} ...")
+    candidate: dict[str, Any] = {}
     try:
-        figures = verify(candidate, reference, images, names)
+        candidate = registry.create_runners("tensorrt", store.runner_sources(onnx, engines), "cuda:0", names)
+        figures = verify(candidate, reference, images, names, dims=dims)
+    except (BackendRuntimeError, EngineMismatchError, InputError) as exc:
+        raise EngineBuildError(f"verification of the engines in {engines.dir} failed, so they get no manifest "
+                               f"and will not be used: {exc}") from exc
     finally:
         for r in (*candidate.values(), *reference.values()):
             r.deactivate()
@@ -123,4 +132,7 @@ def verify_engine_set(store: ArtifactStore, engines: EngineSet, onnx: OnnxSet, n
         extra = f", mask IoU mean {masks['mask_iou_mean']:.4f} min {masks['mask_iou_min']:.4f}" if masks else ""
         worst = max(v["max_abs_diff"] for v in outs.values())
         say(f"  {name}: max abs diff {worst:.3g}{extra}")
+        if not math.isfinite(worst):
+            raise EngineBuildError(f"verification of {name} in {engines.dir} failed: non-finite or misshapen outputs "
+                                   f"(max abs diff {worst}); the engines get no manifest and will not be used")
     return {"reference": "onnxruntime fp32 (CPUExecutionProvider)", "images": source, "figures": figures}

@@ -99,7 +99,8 @@ class Installed:
     torch: str | None = None
     torch_cuda: str | None = None  # torch.version.cuda when torch.cuda.is_available(), else None
     cuda_runtime: str | None = None  # CUDA runtime version (cuda-python's cudart, else torch's)
-    cuda_python: str | None = None
+    cuda_python: str | None = None  # cuda-bindings / cuda-python version when its runtime module imports
+    tensorrt_cuda: str | None = None  # CUDA major TensorRT was built for (its wheel: tensorrt-cu<major>)
     notes: tuple[str, ...] = field(default=())
 
     def to_dict(self) -> dict[str, Any]:
@@ -162,7 +163,8 @@ def engine_fingerprint(device: DeviceDescription, installed: Installed, gpu_inde
     gpu = device.gpu(gpu_index)
     if gpu is None or installed.tensorrt is None:
         return None
-    cuda = installed.cuda_runtime or device.cuda_driver_version or "unknown"
+    # TensorRT's own CUDA (what engines depend on) before the runtime cuda-bindings or torch happen to load.
+    cuda = installed.tensorrt_cuda or installed.cuda_runtime or device.cuda_driver_version or "unknown"
     return EngineFingerprint(
         gpu_name=gpu.name,
         compute_capability=gpu.compute_capability,
@@ -218,7 +220,7 @@ def probe_installed(check_providers: bool = True) -> Installed:
     if ort is not None:
         providers = probes.working_ort_providers(notes) if check_providers else probes.advertised_ort_providers()
     torch_v, torch_cuda = _torch_versions(notes)
-    cuda_python = _distribution_version("cuda", "cuda-python")
+    cuda_python = _cuda_python_version()
     cuda_runtime = probes.cudart_version(notes) if cuda_python else None
     return Installed(
         tensorrt=trt,
@@ -228,17 +230,41 @@ def probe_installed(check_providers: bool = True) -> Installed:
         torch_cuda=torch_cuda,
         cuda_runtime=cuda_runtime or torch_cuda,
         cuda_python=cuda_python,
+        tensorrt_cuda=tensorrt_cuda_major() if trt else None,
         notes=tuple(notes),
     )
 
 
-def _distribution_version(module: str, dist: str) -> str | None:
-    if not lazy.available(module):
+def _cuda_python_version() -> str | None:
+    """The version of cuda-python's runtime bindings when they import. Detected by the module, not by a
+    distribution: since 12.6 ``cuda-python`` is a metapackage over ``cuda-bindings``, which may come alone."""
+    if not lazy.available("cuda"):
         return None
     try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
+        lazy.import_cudart()
+    except Exception:  # noqa: BLE001 - absent or broken: the doctor reports it as not installed
         return None
+    for dist in ("cuda-bindings", "cuda-python"):
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    bindings = lazy.loaded("cuda.bindings")
+    return str(getattr(bindings, "__version__", "unknown"))
+
+
+_TRT_WHEEL = re.compile(r"^tensorrt[-_](?:(?:lean|dispatch)[-_])?cu(\d+)(?:[-_].*)?$", re.IGNORECASE)
+
+
+def tensorrt_cuda_major() -> str | None:
+    """The CUDA major version TensorRT's wheels were built for: they are named ``tensorrt-cu<major>``,
+    ``tensorrt_cu<major>_libs`` (TensorRT python/packaging/tensorrt_build_backend). None for a system install
+    (JetPack's python3-libnvinfer), where the CUDA runtime's version stands in."""
+    for dist in importlib.metadata.distributions():
+        m = _TRT_WHEEL.match(str(dist.metadata["Name"] or ""))
+        if m:
+            return m.group(1)
+    return None
 
 
 def _version_of(module: str, importer: Callable[[], Any], notes: list[str]) -> str | None:

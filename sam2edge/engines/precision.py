@@ -15,6 +15,13 @@ break there (users report NaN/garbage masks, and the reasons are numeric):
   ``iou_predictions`` and ``object_score_logits`` outputs: mask logits are thresholded at 0
   and small absolute errors flip pixels at the boundary.
 
+Only layers whose outputs are all floating point are listed (types from ONNX shape inference): the
+decoder-head walk also reaches index arithmetic (Range, Mod, ReduceSum, Expand, Squeeze, Reshape on
+int64 feeding a Gather), and TensorRT refuses an fp32 output type on such layers (ILayer::setOutputType:
+shape operations stay integer, "all attempts to set the output type to some other data type will be
+ignored except for issuing an error message"; a failed build under OBEY_PRECISION_CONSTRAINTS). One
+filtered list then serves the builder and the printed trtexec line alike.
+
 The policy is a list of (node, output tensors, rule). TensorRT's ONNX parser names layers
 after nodes and keeps node output tensor names, so the build matches a layer by its name or
 by any of its output tensors; it also pins every Normalization and SoftMax layer by type.
@@ -29,6 +36,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from sam2edge.backends import lazy
 from sam2edge.contract.artifacts import Artifact, Tensor
 
 DECODER_HEAD_DEPTH = 3
@@ -116,8 +124,22 @@ def precision_policy(model: Any, artifact: str, precision: str) -> PrecisionPoli
         outputs = [o.name for o in model.graph.output if o.name in DECODER_HEAD_OUTPUTS]
         for i in _head_nodes(g, outputs, DECODER_HEAD_DEPTH):
             rules.setdefault(i, "decoder-head")
-    keep = tuple(Keep(g.names[i], g.nodes[i].op_type, tuple(g.nodes[i].output), r) for i, r in sorted(rules.items()))
+    floats = float_tensors(model)
+    keep = tuple(Keep(g.names[i], g.nodes[i].op_type, tuple(g.nodes[i].output), r) for i, r in sorted(rules.items())
+                 if floats is None or all(o in floats for o in g.nodes[i].output if o))
     return PrecisionPolicy(artifact, precision, keep)
+
+
+def float_tensors(model: Any) -> set[str] | None:
+    """Names of the floating-point tensors of ``model`` by ONNX shape inference; None when inference fails."""
+    onnx = lazy.import_onnx("the precision policy")
+    try:
+        typed = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # noqa: BLE001 - an unusual graph: the builder's own dtype check still applies
+        return None
+    kinds = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16, onnx.TensorProto.DOUBLE}
+    values = (*typed.graph.value_info, *typed.graph.input, *typed.graph.output)
+    return {v.name for v in values if v.type.tensor_type.elem_type in kinds}
 
 
 def _layernorm_nodes(g: _Graph) -> set[int]:

@@ -5,9 +5,11 @@ Python API of TensorRT 10.x and 11.x:
 
 * 10.x (weak typing): ``BuilderFlag.FP16``/``BF16`` plus the precision policy applied as
   ``layer.precision``/``set_output_type(fp32)`` with ``BuilderFlag.OBEY_PRECISION_CONSTRAINTS``;
-* 11.x (strong typing only; the FP16/BF16/OBEY flags are gone): the ONNX graph is first
-  converted to mixed precision with ModelOpt AutoCast, excluding the same policy nodes, and
-  the network is built strongly typed.
+* 11.x (strong typing only; the FP16/BF16/OBEY flags and per-layer precision are gone): the ONNX
+  graph is first converted to mixed precision with ModelOpt AutoCast (into a temporary folder, never
+  into the ONNX store), excluding the same policy nodes, and the network is strongly typed.
+
+A timing cache TensorRT rejects (another device or version) is replaced by a new one, never dropped.
 
 Everything else (profiles, policy, trtexec lines, manifest) is plain data, testable without
 TensorRT. Engines go to ``<model>/tensorrt/<precision>/<device-slug>/`` with a manifest.
@@ -18,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import re
 import shlex
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -117,7 +120,14 @@ def load_policy(onnx_path: Path, artifact: str, precision: str) -> PrecisionPoli
 
 
 def mixed_precision_onnx(onnx_path: Path, out_path: Path, precision: str, policy: PrecisionPolicy) -> Path:
-    """TensorRT 11: a mixed-precision copy of the graph (ModelOpt AutoCast), policy nodes kept fp32."""
+    """TensorRT 11: a mixed-precision copy of the graph (ModelOpt AutoCast), policy nodes kept fp32.
+
+    ``data_max=inf`` skips AutoCast's reference run (ModelOpt, autocast/convert.py: the run happens only for a
+    finite ``data_max``), which marks every intermediate tensor as an output and runs the graph on random
+    data: many GB for the encoder, and needless, since the policy has already chosen the fp32 nodes.
+    ``out_path`` must be outside the ONNX store (read-only, hashed by its manifest); the weights go to an
+    external-data file beside it, so graphs over protobuf's 2 GB limit convert too.
+    """
     onnx = lazy.import_onnx("mixed-precision graphs")
     try:
         from modelopt.onnx.autocast import convert_to_mixed_precision
@@ -127,10 +137,11 @@ def mixed_precision_onnx(onnx_path: Path, out_path: Path, precision: str, policy
             "pip install 'nvidia-modelopt[onnx]', or build --precision fp32"
         ) from exc
     model = convert_to_mixed_precision(
-        onnx_path=str(onnx_path), low_precision_type=precision, keep_io_types=True,
+        onnx_path=str(onnx_path), low_precision_type=precision, keep_io_types=True, data_max=float("inf"),
         nodes_to_exclude=[f"^{re.escape(n)}$" for n in policy.node_names],
     )
-    onnx.save(model, str(out_path))
+    onnx.save(model, str(out_path), save_as_external_data=True, all_tensors_to_one_file=True,
+              location=f"{out_path.name}.data")
     return out_path
 
 
@@ -138,16 +149,25 @@ def build_plan(onnx_path: Path, profile: Mapping[str, tuple[tuple[int, ...], ...
                policy: PrecisionPolicy, workspace: int, timing_cache: bytes, say: Printer,
                verbose: bool = False) -> tuple[bytes, bytes]:
     """Parse + build one engine. Returns (serialized plan, updated timing cache)."""
-    trt = lazy.import_tensorrt()
+    trt = lazy.import_tensorrt("building TensorRT engines")
+    strong = strongly_typed(trt)
+    with tempfile.TemporaryDirectory(prefix="sam2edge-trt-") as tmp:
+        if strong and precision != "fp32":
+            onnx_path = mixed_precision_onnx(onnx_path, Path(tmp) / f"{onnx_path.stem}.{precision}.onnx", precision, policy)
+        return _build(trt, onnx_path, profile, precision, policy, workspace, timing_cache, say, verbose, strong)
+
+
+def strongly_typed(trt: Any) -> bool:
+    """TensorRT 11 networks are always strongly typed (the weak-typing builder flags are gone)."""
+    return lazy.tensorrt_major(trt) >= 11 or not hasattr(trt.BuilderFlag, "FP16")
+
+
+def _build(trt: Any, onnx_path: Path, profile: Mapping[str, tuple[tuple[int, ...], ...]], precision: str,
+           policy: PrecisionPolicy, workspace: int, timing_cache: bytes, say: Printer, verbose: bool,
+           strong: bool) -> tuple[bytes, bytes]:
     logger = trt_logger(trt, verbose)
-    strong = precision != "fp32" and not hasattr(trt.BuilderFlag, "FP16")
-    if strong:
-        onnx_path = mixed_precision_onnx(onnx_path, onnx_path.with_suffix(f".{precision}.onnx"), precision, policy)
     builder = trt.Builder(logger)
-    flags = 0
-    if strong and hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
-        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-    network = builder.create_network(flags)
+    network = builder.create_network(0)  # explicit batch is the only mode since 10; strong typing is 11's only mode
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = "\n".join(str(parser.get_error(i)) for i in range(parser.num_errors))
@@ -158,8 +178,7 @@ def build_plan(onnx_path: Path, profile: Mapping[str, tuple[tuple[int, ...], ...
     for name, (lo, opt, hi) in profile.items():
         prof.set_shape(name, lo, opt, hi)
     config.add_optimization_profile(prof)
-    cache = config.create_timing_cache(timing_cache)
-    config.set_timing_cache(cache, ignore_mismatch=False)
+    attach_timing_cache(config, timing_cache, say)
     if precision == "fp32" and hasattr(trt.BuilderFlag, "TF32"):
         config.clear_flag(trt.BuilderFlag.TF32)  # fp32 means fp32: no TF32 matmuls/convolutions
     if precision != "fp32" and not strong:
@@ -170,7 +189,21 @@ def build_plan(onnx_path: Path, profile: Mapping[str, tuple[tuple[int, ...], ...
     plan = builder.build_serialized_network(network, config)
     if plan is None:
         raise EngineBuildError(f"TensorRT failed to build {onnx_path.name} (see the log above; try --workspace)")
-    return bytes(plan), bytes(config.get_timing_cache().serialize())
+    cache = config.get_timing_cache()
+    return bytes(plan), (bytes(cache.serialize()) if cache is not None else timing_cache)
+
+
+def attach_timing_cache(config: Any, seed: bytes, say: Printer) -> None:
+    """The seeded timing cache, or a new one when TensorRT rejects the seed (made on another device or
+    version: ``set_timing_cache`` returns False and ``get_timing_cache()`` would then be None)."""
+    cache = config.create_timing_cache(seed) if seed else None
+    if cache is not None and config.set_timing_cache(cache, ignore_mismatch=False):
+        return
+    if seed:
+        say("  the earlier timing cache does not fit this device or TensorRT; starting a new one")
+    cache = config.create_timing_cache(b"")
+    if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
+        raise EngineBuildError("TensorRT refused a new, empty timing cache")
 
 
 def apply_policy(trt: Any, network: Any, config: Any, precision: str, policy: PrecisionPolicy) -> int:

@@ -10,7 +10,10 @@ The figures go into the engine manifest:
 
 The inputs chain like the real pipeline: preprocessed images -> image encoder; its features of
 each image + a deterministic grid of point prompts -> prompt decoder; the current frame's
-vision features + seeded memories -> memory attention / memory encoder.
+vision features + seeded memories -> memory attention / memory encoder. Every feed stays inside
+the profile the engines were built with (``dims``, as the engine manifest records them: a build
+with ``--max-prompts 2`` is verified with 2 prompts). Without a reference image encoder (an export
+of the other artifacts only) the features are seeded random values of the spec's shapes.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import cv2
 import numpy as np
 
 from sam2edge.backends.base import Runner
-from sam2edge.contract.artifacts import Artifact, Tensor
+from sam2edge.contract.artifacts import ARTIFACTS, NUM_OBJECTS, NUM_POINTS, NUM_PROMPTS, Artifact, Tensor
 from sam2edge.contract.parity import compare_outputs, merge_figures
 from sam2edge.processing.preprocess import preprocess_opencv
 
@@ -59,29 +62,48 @@ def point_grid(n_prompts: int, n_points: int, seed: int = 0) -> tuple[np.ndarray
 
 
 Job = tuple[str, dict[str, np.ndarray], "dict[str, np.ndarray] | None"]
+DimRanges = Mapping[str, Mapping[str, Mapping[str, int]]]  # artifact -> dim -> {"min", "opt", "max"}
+PROMPTS, POINTS = 3, 2  # the decoder's verification clicks, where the profile allows
+
+
+def clamp(value: int, artifact: str, dim: str, dims: DimRanges | None) -> int:
+    """``value`` within the recorded [min, max] of ``dim`` (unchanged without a record)."""
+    rng = (dims or {}).get(artifact, {}).get(dim)
+    return value if rng is None else max(int(rng["min"]), min(int(rng["max"]), value))
+
+
+def encoder_features(reference: Mapping[str, Runner], x: np.ndarray, seed: int) -> dict[str, np.ndarray]:
+    """The reference encoder's outputs for ``x``, or seeded values of its output shapes when there is none."""
+    if Artifact.IMAGE_ENCODER in reference:
+        return reference[Artifact.IMAGE_ENCODER].infer({Tensor.IMAGE: x})
+    rng = np.random.default_rng(1000 + seed)
+    return {t.name: rng.standard_normal(t.shape_at("min")).astype(t.dtype) for t in ARTIFACTS[Artifact.IMAGE_ENCODER].outputs}
 
 
 def verification_feeds(images: Sequence[np.ndarray], reference: Mapping[str, Runner],
-                       artifacts: Sequence[str]) -> list[Job]:
+                       artifacts: Sequence[str], dims: DimRanges | None = None) -> list[Job]:
     """(artifact, feeds, reference outputs or None) for every artifact, chained through the reference
-    encoder (whose outputs are kept, so it runs once per image)."""
+    encoder (whose outputs are kept, so it runs once per image), inside the profiles ``dims``."""
 
     jobs: list[Job] = []
     for i, img in enumerate(images):
         x = preprocess_opencv(img)
-        feats = reference[Artifact.IMAGE_ENCODER].infer({Tensor.IMAGE: x})
+        feats = encoder_features(reference, x, i)
         if Artifact.IMAGE_ENCODER in artifacts:
             jobs.append((Artifact.IMAGE_ENCODER, {Tensor.IMAGE: x}, feats))
         if Artifact.PROMPT_DECODER in artifacts:
-            coords, labels = point_grid(3, 2, seed=i)
+            n = clamp(PROMPTS, Artifact.PROMPT_DECODER, NUM_PROMPTS.name, dims)
+            coords, labels = point_grid(n, clamp(POINTS, Artifact.PROMPT_DECODER, NUM_POINTS.name, dims), seed=i)
             jobs.append((Artifact.PROMPT_DECODER, {
                 Tensor.IMAGE_EMBED: feats[Tensor.IMAGE_EMBED], Tensor.HIGH_RES_0: feats[Tensor.HIGH_RES_0],
                 Tensor.HIGH_RES_1: feats[Tensor.HIGH_RES_1], Tensor.POINT_COORDS: coords, Tensor.POINT_LABELS: labels,
-                Tensor.MASK_INPUT: np.zeros((3, 1, 256, 256), np.float32), Tensor.HAS_MASK_INPUT: np.zeros(3, np.float32)}, None))
+                Tensor.MASK_INPUT: np.zeros((n, 1, 256, 256), np.float32), Tensor.HAS_MASK_INPUT: np.zeros(n, np.float32)}, None))
         for name in (Artifact.MEMORY_ATTENTION, Artifact.MEMORY_ENCODER):
             if name in artifacts:
-                spec = reference[name].spec
-                feeds = spec.dummy_inputs("opt", seed=i)
+                spec = ARTIFACTS[name]
+                opt = {d: clamp(dim.opt, name, d, dims) for d, dim in spec.dims().items()}
+                opt[NUM_OBJECTS.name] = clamp(1, name, NUM_OBJECTS.name, dims)
+                feeds = spec.dummy_inputs("opt", seed=i, overrides=opt)
                 feeds[Tensor.VISION_FEATURES] = feats[Tensor.VISION_FEATURES]
                 jobs.append((name, _plausible(name, feeds), None))
     return jobs
@@ -100,10 +122,11 @@ def _plausible(name: str, feeds: dict[str, Any]) -> dict[str, Any]:
 
 
 def verify(candidate: Mapping[str, Runner], reference: Mapping[str, Runner], images: Sequence[np.ndarray],
-           artifacts: Sequence[str], jobs: Sequence[Job] | None = None) -> dict[str, dict[str, dict[str, float]]]:
-    """Figures per artifact: candidate vs reference on the chained verification inputs."""
+           artifacts: Sequence[str], jobs: Sequence[Job] | None = None,
+           dims: DimRanges | None = None) -> dict[str, dict[str, dict[str, float]]]:
+    """Figures per artifact: candidate vs reference on the chained verification inputs (inside ``dims``)."""
     runs: dict[str, list[dict[str, dict[str, float]]]] = {}
-    for name, feeds, ref in jobs if jobs is not None else verification_feeds(images, reference, artifacts):
+    for name, feeds, ref in jobs if jobs is not None else verification_feeds(images, reference, artifacts, dims):
         ref = ref if ref is not None else reference[name].infer(feeds)
         got = candidate[name].infer(feeds)
         runs.setdefault(name, []).append(compare_outputs(ref, got))

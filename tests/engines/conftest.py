@@ -30,3 +30,25 @@ def exported_graphs(tmp_path_factory) -> Path:
         export_model(model, out, {"path": "random-weights", "sha256": EXPORT_SHA},
                      artifacts=["prompt_decoder", "memory_encoder"], images=[image])
     return out
+
+
+@pytest.fixture(params=[10, 11], ids=["trt10", "trt11"])
+def trt_double(request, monkeypatch):
+    """The TensorRT / CUDA runtime / AutoCast doubles (tests/tensorrt_double) for TensorRT 10 and 11, on a
+    simulated machine with two GPUs that the driver probe reports."""
+    from sam2edge.engines import probes
+    from tests.tensorrt_double import install
+
+    doubles = install(monkeypatch, major=request.param)
+    monkeypatch.setattr(probes, "cuda_driver_gpus", lambda notes: (doubles.gpu.driver_facts(), "12.8"))
+    return doubles
+
+
+@pytest.fixture
+def store_copy(exported_graphs, tmp_path) -> Path:
+    """A private store holding a copy of the session's export (builds write engines beside it)."""
+    import shutil
+
+    dst = tmp_path / exported_graphs.parent.name / "onnx"
+    shutil.copytree(exported_graphs, dst)
+    return tmp_path

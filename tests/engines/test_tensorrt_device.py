@@ -70,7 +70,7 @@ def test_device_memory_round_trip(prefer):
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_build_load_and_verify_engines(tmp_path, exported_graphs, precision):
     pytest.importorskip("onnxruntime")
-    from sam2edge.backends.tensorrt_runner import make_tensorrt_runners
+    from sam2edge.backends.registry import create_runners
     from sam2edge.contract.artifacts import ARTIFACTS
     from sam2edge.contract.parity import compare_outputs
     from sam2edge.engines.build import build_engines
@@ -83,7 +83,7 @@ def test_build_load_and_verify_engines(tmp_path, exported_graphs, precision):
     engines = build_engines(onnx, store=store, precision=precision, limits={"num_prompts": 4},
                             artifacts=["prompt_decoder", "memory_encoder"], verify=False)
     assert store.problems(engines, engines.fingerprint, onnx) == []
-    runners = make_tensorrt_runners(store, engines, 0, ("prompt_decoder", "memory_encoder"))
+    runners = create_runners("tensorrt", store.runner_sources(onnx, engines), "cuda:0", ("prompt_decoder", "memory_encoder"))
     import onnxruntime as ort
 
     for name, runner in runners.items():
