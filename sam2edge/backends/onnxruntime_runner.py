@@ -44,11 +44,20 @@ ProviderArg = str | tuple[str, dict]
 
 
 def normalize_providers(providers: Sequence[ProviderArg]) -> list[tuple[str, dict]]:
-    """Aliases ('cpu', 'cuda', 'tensorrt') or full names, optionally with options -> [(name, options)]."""
+    """Aliases ('cpu', 'cuda', 'tensorrt') or full names, optionally with options -> [(name, options)].
+
+    The TensorRT provider always has CUDA right behind it: nodes TensorRT cannot take then run on the
+    GPU, not on the CPU (ONNX Runtime assigns them to the next provider in the list).
+    """
     out = []
     for p in providers:
         name, opts = (p, {}) if isinstance(p, str) else (p[0], dict(p[1]))
         out.append((PROVIDER_ALIASES.get(name.lower(), name), opts))
+    names = [n for n, _ in out]
+    if "TensorrtExecutionProvider" in names and "CUDAExecutionProvider" not in names:
+        trt = names.index("TensorrtExecutionProvider")
+        device = {k: v for k, v in out[trt][1].items() if k == "device_id"}
+        out.insert(trt + 1, ("CUDAExecutionProvider", device))
     if not out:
         out = [("CPUExecutionProvider", {})]
     return out

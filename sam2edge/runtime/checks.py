@@ -17,7 +17,7 @@ import numpy as np
 from sam2edge.errors import InputError
 
 # Names users bring from other SAM APIs (official predictor, segment-anything, Roboflow) -> ours.
-ALIASES = {
+ALIASES = {  # names: api (argument names, not tensor names; see tests/contract/test_names_written_once.py)
     "multimask_output": "multi_mask_output",
     "point_coords": "point_coordinates",
     "points": "point_coordinates",

@@ -7,7 +7,9 @@ a dict-display key, a comparison (``== "masks"``, ``in``), the first argument of
 ``pop``, and any string inside a module-level constant (``ENC_OUT = ("image_embed", ...)``,
 ``LIMIT_DIMS = {"max_batch": ("batch",)}``). The same words
 used as argument names in messages (``name="image"``) are not addresses and are not flagged.
-The apps (``cli/``, ``server/``) are left out: their JSON keys are their own formats.
+The apps (``cli/``, ``server/``) are left out: their JSON keys are their own formats. A module-level
+constant of public *argument* names that happen to equal tensor names (``point_labels``) opts out with
+``# names: api`` on its first line.
 """
 
 from __future__ import annotations
@@ -28,9 +30,13 @@ def contract_names() -> set[str]:
     return names
 
 
-def _addresses(tree: ast.AST) -> list[ast.Constant]:
+def _addresses(tree: ast.AST, lines: list[str]) -> list[ast.Constant]:
     found: list[ast.AST] = []
+    opted_out = {id(n) for stmt in getattr(tree, "body", ()) if isinstance(stmt, ast.Assign)
+                 and "# names: api" in lines[stmt.lineno - 1] for n in ast.walk(stmt)}
     for node in ast.walk(tree):
+        if id(node) in opted_out:
+            continue
         if isinstance(node, ast.Subscript):
             found.append(node.slice)
         elif isinstance(node, ast.Dict):
@@ -42,7 +48,8 @@ def _addresses(tree: ast.AST) -> list[ast.Constant]:
                 found.append(node.args[0])
     for node in tree.body if isinstance(tree, ast.Module) else ():
         if isinstance(node, ast.Assign) and all(isinstance(t, ast.Name) and t.id.isupper() for t in node.targets):
-            found.extend(n for n in ast.walk(node.value) if isinstance(n, ast.Constant))
+            if id(node) not in opted_out:
+                found.extend(n for n in ast.walk(node.value) if isinstance(n, ast.Constant))
     flat: list[ast.Constant] = []
     for node in found:  # a tuple of names in a comparison or subscript counts element by element
         items = node.elts if isinstance(node, ast.Tuple | ast.List | ast.Set) else [node]
@@ -55,7 +62,8 @@ def scan(root: Path, names: set[str]) -> list[str]:
     for path in sorted(root.rglob("*.py")):
         if path.relative_to(root).parts[0] in EXEMPT:
             continue
-        for const in _addresses(ast.parse(path.read_text())):
+        text = path.read_text()
+        for const in _addresses(ast.parse(text), text.splitlines()):
             if const.value in names:
                 out.append(f"{path.relative_to(root.parent)}:{const.lineno}: {const.value!r}")
     return out

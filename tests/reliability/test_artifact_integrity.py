@@ -175,3 +175,13 @@ def test_engine_problems_name_the_file(tmp_path):
     es = next(e for e in store.engine_sets() if e.dir == engines_dir)
     with pytest.raises(EngineMismatchError, match="(?s)prompt_decoder.engine.*rebuild them on this machine"):
         store.load_engine_bytes(es, "prompt_decoder")
+
+
+def test_the_tensorrt_provider_always_has_cuda_behind_it():
+    from sam2edge.backends.onnxruntime_runner import normalize_providers
+
+    assert [n for n, _ in normalize_providers(["tensorrt", "cpu"])] == [
+        "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    chain = normalize_providers([("tensorrt", {"device_id": 1, "trt_fp16_enable": True})])
+    assert chain[1] == ("CUDAExecutionProvider", {"device_id": 1})
+    assert [n for n, _ in normalize_providers(["cuda", "cpu"])] == ["CUDAExecutionProvider", "CPUExecutionProvider"]

@@ -8,6 +8,7 @@ before any runner or cache is touched, so a failed call leaves the caches unchan
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -303,10 +304,14 @@ def _item(seq: Any, i: int) -> Any:
         return None
 
 
-EMBED_ARGS = ("images", "use_embeddings_cache", "image_hashes", "input_color_format")
-SEGMENT_ARGS = ("images", "embeddings", "image_hashes", "point_coordinates", "point_labels", "boxes", "mask_input",
-                "multi_mask_output", "return_logits", "input_color_format", "mask_threshold", "use_embeddings_cache",
-                "use_mask_input_cache", "load_from_mask_input_cache", "save_to_mask_input_cache", "output")
+def _arguments(fn: Any) -> tuple[str, ...]:
+    """The named parameters of a method (what unknown keywords are checked against)."""
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return tuple(n for n, p in inspect.signature(fn).parameters.items() if p.kind in kinds and n != "self")
+
+
+EMBED_ARGS = _arguments(SAM2.embed_images)
+SEGMENT_ARGS = _arguments(SAM2.segment_images)
 
 
 def _hashes(rgbs: list[np.ndarray], image_hashes: str | Sequence[str] | None) -> list[str]:
