@@ -33,6 +33,7 @@ class GpuInfo:
     total_bytes: int
     free_bytes: int
     integrated: bool = False  # shares physical memory with the CPU (Jetson, Grace-less iGPUs)
+    multiprocessors: int | None = None  # SM count: tells an Orin Nano (8) from an AGX Orin (16); the name is "Orin"
 
 
 @dataclass(frozen=True)
@@ -123,8 +124,12 @@ class EngineFingerprint:
     tensorrt: str
     cuda: str
     l4t: str | None = None
+    multiprocessors: int | None = None
 
-    FIELDS = ("gpu_name", "compute_capability", "tensorrt", "cuda", "l4t")
+    FIELDS = ("gpu_name", "compute_capability", "tensorrt", "cuda", "l4t", "multiprocessors")
+    # Compared only when both sides know them: a container without /etc/nv_tegra_release does not know its
+    # L4T release, and engines recorded before the SM count was probed do not know theirs.
+    WHEN_KNOWN = ("l4t", "multiprocessors")
 
     @property
     def cuda_major(self) -> str:
@@ -135,6 +140,8 @@ class EngineFingerprint:
         """Directory name: ``nvidia-geforce-rtx-4090-sm89-trt10.3.0-cuda12`` (+ ``-l4t36.4.3``)."""
         gpu = re.sub(r"[^a-z0-9]+", "-", self.gpu_name.lower()).strip("-") or "gpu"
         parts = [gpu, "sm" + self.compute_capability.replace(".", ""), "trt" + self.tensorrt, "cuda" + self.cuda_major]
+        if self.multiprocessors:
+            parts.append(f"{self.multiprocessors}sm")
         if self.l4t:
             parts.append("l4t" + self.l4t)
         return "-".join(parts)
@@ -146,6 +153,8 @@ class EngineFingerprint:
             mine, theirs = getattr(self, name), getattr(other, name)
             if name == "cuda":
                 mine, theirs = self.cuda_major, other.cuda_major
+            if name in self.WHEN_KNOWN and (mine is None or theirs is None):
+                continue
             if mine != theirs:
                 out.append(f"{name}: engine {mine}, here {theirs}")
         return out
@@ -171,6 +180,7 @@ def engine_fingerprint(device: DeviceDescription, installed: Installed, gpu_inde
         tensorrt=installed.tensorrt,
         cuda=cuda,
         l4t=device.jetson.l4t_release if device.jetson else None,
+        multiprocessors=gpu.multiprocessors,
     )
 
 

@@ -15,10 +15,11 @@ from pathlib import Path
 from sam2edge.backends import lazy
 from sam2edge.errors import BackendUnavailableError
 
-# (index, name, compute capability "8.7", total bytes, free bytes, integrated)
-GpuFacts = tuple[int, str, str, int, int, bool]
+# (index, name, compute capability "8.7", total bytes, free bytes, integrated, multiprocessor count)
+GpuFacts = tuple[int, str, str, int, int, bool, int]
 
 # cuDeviceGetAttribute ids (cuda.h, CUdevice_attribute).
+_ATTR_MULTIPROCESSORS = 16
 _ATTR_INTEGRATED = 18
 _ATTR_CC_MAJOR = 75
 _ATTR_CC_MINOR = 76
@@ -70,7 +71,7 @@ class _Driver:
             text = msg.value.decode() if msg.value else "unknown error"
             raise RuntimeError(f"{fn} failed with CUDA error {res} ({text})")
 
-    def device(self, ordinal: int) -> tuple[int, str, str, int, bool]:
+    def device(self, ordinal: int) -> tuple[int, str, str, int, bool, int]:
         dev = ctypes.c_int()
         self.call("cuDeviceGet", ctypes.byref(dev), ordinal)
         name = ctypes.create_string_buffer(256)
@@ -79,9 +80,12 @@ class _Driver:
         self.call("cuDeviceGetAttribute", ctypes.byref(major), _ATTR_CC_MAJOR, dev)
         self.call("cuDeviceGetAttribute", ctypes.byref(minor), _ATTR_CC_MINOR, dev)
         self.call("cuDeviceGetAttribute", ctypes.byref(integrated), _ATTR_INTEGRATED, dev)
+        sms = ctypes.c_int()
+        self.call("cuDeviceGetAttribute", ctypes.byref(sms), _ATTR_MULTIPROCESSORS, dev)
         total = ctypes.c_size_t()
         self.call("cuDeviceTotalMem_v2", ctypes.byref(total), dev)
-        return dev.value, name.value.decode(errors="replace"), f"{major.value}.{minor.value}", total.value, bool(integrated.value)
+        return (dev.value, name.value.decode(errors="replace"), f"{major.value}.{minor.value}", total.value,
+                bool(integrated.value), sms.value)
 
     def free_bytes(self, dev: int) -> int:
         """cuMemGetInfo needs a context: retain the primary one (the one PyTorch and cudart share)."""
@@ -120,12 +124,12 @@ def cuda_driver_gpus(notes: list[str]) -> tuple[list[GpuFacts], str | None]:
     gpus = []
     for i in range(count.value):
         try:
-            dev, name, cc, total, integrated = drv.device(i)
+            dev, name, cc, total, integrated, sms = drv.device(i)
             free = drv.free_bytes(dev)
         except RuntimeError as exc:
             notes.append(f"GPU {i}: {exc}")
             continue
-        gpus.append((i, name, cc, total, free, integrated))
+        gpus.append((i, name, cc, total, free, integrated, sms))
     if not gpus:
         notes.append(f"CUDA driver {driver} reports no usable device")
     return gpus, driver

@@ -74,11 +74,20 @@ def framework_need(backend: str, variant: str, batch: int, weights_bytes: int, v
 
 
 def tensorrt_need(device_memory_bytes: int | None, weights_bytes: int, io_bytes: int, variant: str,
-                  batch: int, video: bool = False) -> tuple[int, str]:
-    """Engine weights + context device memory (manifest) + IO buffers + overhead, and where it came from."""
+                  batch: int, video: bool = False, unified: bool = False) -> tuple[int, str]:
+    """Engine weights + context device memory (manifest) + IO buffers + overhead, and where it came from.
+
+    ``unified`` (Jetson: the GPU allocates from the same RAM): the plan bytes are held in host memory
+    while an engine deserializes, so the peak holds the weights twice. (Memory the CUDA allocator of an
+    already loaded PyTorch keeps cached is allocated RAM there, so MemAvailable already excludes it.)
+    """
     if device_memory_bytes is None:
         device_memory_bytes = activation_bytes(variant, batch, video) // 2
         source = "estimate (manifest has no device memory)"
     else:
         source = "engine manifest"
-    return weights_bytes + device_memory_bytes + io_bytes + registry.info("tensorrt").overhead_mib * MiB, source
+    plan_copy = weights_bytes if unified else 0
+    if unified:
+        source += ", + plan bytes while deserializing (unified memory)"
+    need = weights_bytes + plan_copy + device_memory_bytes + io_bytes + registry.info("tensorrt").overhead_mib * MiB
+    return need, source

@@ -196,7 +196,7 @@ def _judge_tensorrt(dev: str, gpu: GpuInfo, device: DeviceDescription, sources: 
                             f"rebuild: {e.rebuild_command}")
             continue
         need, source = estimate.tensorrt_need(e.device_memory_bytes, e.weights_bytes, e.io_bytes, sources.variant,
-                                              request.batch, request.video)
+                                              request.batch, request.video, unified=device.shares_memory(gpu))
         c = _fits(registry.TENSORRT, dev, gpu, device, request, need, source)
         c = Candidate(**{**asdict(c), "engine_dir": e.dir, "precision": e.precision,
                          "reason": f"{e.precision} engines: {c.reason}"})
