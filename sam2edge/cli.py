@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
     "build": ("sam2edge.engines.cli", "add_build_arguments", "run_build", "build TensorRT engines for this device"),
     "doctor": ("sam2edge.engines.cli", "add_doctor_arguments", "run_doctor", "report GPUs, libraries, engines, backend"),
     "download": ("sam2edge.cli_segment", "add_download_arguments", "run_download", "download an official checkpoint"),
+    "serve": ("sam2edge.server.command", "add_serve_arguments", "run_serve", "serve the model over HTTP (Roboflow API, video, page)"),
 }
 
 

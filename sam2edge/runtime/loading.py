@@ -78,7 +78,19 @@ def load_predictor(cls: type, model_name_or_path: str, backend: str = "auto", de
         artifacts=ALL_ARTIFACTS if video else IMAGE_ARTIFACTS, torch_loader=loader,
     )
     log.info("sam2edge: %s on %s", cfg.name, backends.active_backend)
-    return cls(backends.runners, cfg, backend=backends, **predictor_kwargs)
+    predictor = cls(backends.runners, cfg, backend=backends, **predictor_kwargs)
+    predictor.host_constants = _export_host_constants(name)  # mask prompts on video frames (ONNX Runtime, TensorRT)
+    return predictor
+
+
+def _export_host_constants(name: str) -> dict[str, Any] | None:
+    """The ``host_constants`` of the export manifest when the model comes from an exported folder."""
+    path = Path(name)
+    if not path.is_dir():
+        return None
+    from sam2edge.export.manifest import read_manifest
+
+    return read_manifest(path / "onnx" if (path / "onnx").is_dir() else path).get("host_constants")
 
 
 def _resolve_source(target: str, backend: str, strict: bool, engines_dir: str | None):
