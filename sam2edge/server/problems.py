@@ -2,8 +2,10 @@
 
 * 400: bad input; for a library ``Sam2EdgeError`` the message is the library's own text
   (it names the argument, what was expected and what came).
-* 401: missing or wrong API key.  404: unknown session / object / route.
+* 401: missing or wrong API key.  403: a path outside the media folder (or no media folder).
+* 404: unknown session / object / frame / route.  409: a video session busy propagating.
 * 413: body, image pixels, video or frame bigger than the server's limit.
+* 501: video requested from a model loaded without its video artifacts.
 * 503 (+ ``Retry-After``): a full queue, too many sessions or streams, or the model still loading.
 * 500: anything else; the details go to the server log only.
 """

@@ -115,26 +115,25 @@ class ModelService:
             return image_id, hit, True  # type: ignore[return-value]
         if decode is None:
             raise bad_request(f"image_id {image_id!r} is not cached here (never embedded, or evicted): send the image too")
+        if self.encode_lane.depth >= self.encode_lane.capacity:  # refuse before spending time on decoding
+            raise busy(f"the encode queue is full ({self.encode_lane.capacity} encodes waiting); retry shortly",
+                       self.settings.retry_after_s)
         rgb = await asyncio.to_thread(decode)
         key = image_id or content_id(rgb)
         hit = self.cached(key)
         if hit is not None:
             return key, hit, True
-        pending = self._inflight.get(key)
-        if pending is not None:  # someone is encoding this very image: share the result
-            return key, await asyncio.shield(pending), False
-        fut: asyncio.Future = asyncio.get_running_loop().create_future()
-        self._inflight[key] = fut
-        try:
-            emb = await self.encode_lane.run(self._embed, model, rgb, key)
-            fut.set_result(emb)
-        except BaseException as exc:
-            fut.set_exception(exc)
-            fut.exception()  # mark retrieved: only waiters re-raise it
-            raise
-        finally:
-            self._inflight.pop(key, None)
-        return key, emb, False
+        task = self._inflight.get(key)
+        if task is None:  # a task of its own: a request that goes away does not cancel it for the others
+            task = asyncio.ensure_future(self.encode_lane.run(self._embed, model, rgb, key))
+            self._inflight[key] = task
+            task.add_done_callback(lambda t, k=key: self._forget(k, t))
+        return key, await asyncio.shield(task), False
+
+    def _forget(self, key: str, task: asyncio.Future) -> None:
+        self._inflight.pop(key, None)
+        if not task.cancelled():
+            task.exception()  # retrieved: the requests that still wait re-raise it themselves
 
     @staticmethod
     def _embed(model: Any, rgb: np.ndarray, key: str) -> Any:

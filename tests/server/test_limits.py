@@ -198,3 +198,28 @@ def test_non_loopback_needs_an_api_key(capsys):
     assert "without an API key" in capsys.readouterr().err
     assert main(["serve", "--host", "0.0.0.0", "--api-key", "short"]) == 1
     assert "at least 8" in capsys.readouterr().err
+
+
+def test_url_images_only_when_enabled(server, photo, embedded, tmp_path):
+    import functools
+    import http.server
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    (tmp_path / "photo.png").write_bytes(base64.b64decode(png_b64(photo)))
+    (tmp_path / "big.png").write_bytes(b"\0" * (TEST_LIMITS["max_body_bytes"] + 10))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(tmp_path)))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{httpd.server_address[1]}"
+    url = lambda v: {"image": {"type": "url", "value": v}}  # noqa: E731
+    try:
+        with serve(server, allow_url_images=True) as srv, srv.client() as c:
+            r = c.post("/sam2/embed_image", json=url(base + "/photo.png"))
+            assert r.status_code == 200 and r.json()["image_id"] == embedded  # same pixels, same cached embedding
+            refused(c.post("/sam2/embed_image", json=url(base + "/big.png")), 413)
+            refused(c.post("/sam2/embed_image", json=url("file:///etc/passwd")), 400, "http(s)")
+            refused(c.post("/sam2/embed_image", json=url(base + "/missing.png")), 400, "could not be fetched")
+    finally:
+        httpd.shutdown()
