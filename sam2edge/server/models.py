@@ -37,6 +37,10 @@ Differences kept on purpose, and why:
    Roboflow clients never send it and never see it.
 11. Errors are ``{"message", "status"}`` JSON with 400 / 401 / 404 / 413 / 503 (Roboflow's
    bodies differ per exception); a validation error is a 400, not FastAPI's 422.
+12. Points and box corners must lie in the image (x in [0, W], y in [0, H]): a 400 naming the
+   prompt, the library's own rule (Roboflow hands them to the model unchecked).
+13. Limits Roboflow does not have: body bytes, image pixels (from the header, before decoding),
+   prompts per request, points per prompt, queue depths (503 + Retry-After); see settings.py.
 
 Boxes are centre-based ``{x, y, width, height}`` in image pixels everywhere (also in the video
 and stream endpoints), points are ``{x, y, positive}``.

@@ -74,7 +74,7 @@ def test_image_click_draws_a_mask(page, photo, tmp_path):
                            f"document.getElementById('image-status').textContent !== {status!r}", timeout=300_000)
 
 
-def test_video_click_and_propagate(page, clip_file, tmp_path):
+def test_video_click_and_propagate(page, server, clip_file, tmp_path):
     clip = make_clip(num_frames=CLIP_FRAMES)
     page.click("button[data-tab=video]")
     page.set_input_files("#video-file", str(clip_file))
@@ -91,3 +91,5 @@ def test_video_click_and_propagate(page, clip_file, tmp_path):
     print(f"video: {status}; {drawn} mask pixels on the last frame")
     assert drawn > 0
     page.locator("body").screenshot(path=str(tmp_path / "server-page-video.png"), type="png")
+    with server.client() as c:  # free the session slot for the other tests
+        assert c.delete(f"/video/sessions/{page.evaluate('vid.session')}").status_code == 200
