@@ -9,6 +9,8 @@ from pathlib import Path
 from sam2edge.errors import InputError
 from sam2edge.server.settings import MiB, ServerSettings
 
+DEFAULT = " (default: %(default)s)"
+
 
 def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     d = ServerSettings()
@@ -16,7 +18,7 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default=d.backend, choices=["auto", "tensorrt", "onnxruntime", "torch"])
     p.add_argument("--device", default=None, help="e.g. cuda:0 (default: best available)")
     p.add_argument("--host", default=d.host, help="address to bind (default loopback; others need an API key)")
-    p.add_argument("--port", type=int, default=d.port)
+    p.add_argument("--port", type=int, default=d.port, help=DEFAULT.strip())
     key = p.add_mutually_exclusive_group()
     key.add_argument("--api-key", default=None, help="require this key (Bearer header, ?api_key= or body api_key)")
     key.add_argument("--api-key-file", default=None, help="read the key from this file (first line)")
@@ -25,22 +27,22 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--media-dir", default=None, help="folder whose videos sessions may open by path")
     p.add_argument("--allow-url-images", action="store_true", help="let clients send images as URLs the server fetches")
     lim = p.add_argument_group("limits")
-    lim.add_argument("--max-body-mb", type=float, default=d.max_body_bytes / MiB, help="request body (MiB)")
-    lim.add_argument("--max-image-pixels", type=int, default=d.max_image_pixels, help="width x height, checked before decoding")
-    lim.add_argument("--max-prompts", type=int, default=d.max_prompts, help="prompts per request")
-    lim.add_argument("--max-points", type=int, default=d.max_points, help="points per prompt")
-    lim.add_argument("--encode-queue", type=int, default=d.encode_queue, help="encodes waiting before 503")
-    lim.add_argument("--click-queue", type=int, default=d.click_queue, help="clicks waiting before 503")
+    lim.add_argument("--max-body-mb", type=float, default=d.max_body_bytes / MiB, help="request body (MiB)" + DEFAULT)
+    lim.add_argument("--max-image-pixels", type=int, default=d.max_image_pixels, help="width x height, checked before decoding" + DEFAULT)
+    lim.add_argument("--max-prompts", type=int, default=d.max_prompts, help="prompts per request" + DEFAULT)
+    lim.add_argument("--max-points", type=int, default=d.max_points, help="points per prompt" + DEFAULT)
+    lim.add_argument("--encode-queue", type=int, default=d.encode_queue, help="encodes waiting before 503" + DEFAULT)
+    lim.add_argument("--click-queue", type=int, default=d.click_queue, help="clicks waiting before 503" + DEFAULT)
     lim.add_argument("--no-batching", action="store_true", help="decode every click alone (no coalescing)")
-    lim.add_argument("--batch-window-ms", type=float, default=d.batch_window_ms, help="how long clicks are collected")
-    lim.add_argument("--max-batch-prompts", type=int, default=d.max_batch_prompts, help="prompts per decoder call")
-    lim.add_argument("--cache-entries", type=int, default=d.cache_entries, help="embeddings kept")
-    lim.add_argument("--cache-mb", type=float, default=d.cache_bytes / MiB, help="embedding cache bytes (MiB)")
-    lim.add_argument("--max-sessions", type=int, default=d.max_sessions, help="open video sessions")
-    lim.add_argument("--session-idle-s", type=float, default=d.session_idle_s, help="idle video sessions close after")
-    lim.add_argument("--max-video-mb", type=float, default=d.max_video_bytes / MiB, help="uploaded video (MiB)")
-    lim.add_argument("--max-video-frames", type=int, default=d.max_video_frames)
-    lim.add_argument("--max-streams", type=int, default=d.max_streams, help="camera WebSocket streams")
+    lim.add_argument("--batch-window-ms", type=float, default=d.batch_window_ms, help="how long clicks are collected" + DEFAULT)
+    lim.add_argument("--max-batch-prompts", type=int, default=d.max_batch_prompts, help="prompts per decoder call" + DEFAULT)
+    lim.add_argument("--cache-entries", type=int, default=d.cache_entries, help="embeddings kept" + DEFAULT)
+    lim.add_argument("--cache-mb", type=float, default=d.cache_bytes / MiB, help="embedding cache bytes (MiB)" + DEFAULT)
+    lim.add_argument("--max-sessions", type=int, default=d.max_sessions, help="open video sessions" + DEFAULT)
+    lim.add_argument("--session-idle-s", type=float, default=d.session_idle_s, help="idle video sessions close after" + DEFAULT)
+    lim.add_argument("--max-video-mb", type=float, default=d.max_video_bytes / MiB, help="uploaded video (MiB)" + DEFAULT)
+    lim.add_argument("--max-video-frames", type=int, default=d.max_video_frames, help="frames per video" + DEFAULT)
+    lim.add_argument("--max-streams", type=int, default=d.max_streams, help="camera WebSocket streams" + DEFAULT)
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
 
 

@@ -39,7 +39,7 @@ CLIP_FRAMES = 3
 
 # Small on purpose: each limit is reachable with a cheap request.
 TEST_LIMITS = dict(
-    max_body_bytes=3 << 20, max_image_pixels=1_000_000, max_prompts=4, max_points=5, encode_queue=2, click_queue=8,
+    max_body_bytes=3 << 20, max_image_pixels=1_000_000, max_prompts=4, max_points=5, encode_queue=4, click_queue=8,
     batch_window_ms=5.0, max_sessions=2, max_video_bytes=2 << 20, max_video_frames=50, max_streams=1,
     max_frame_bytes=1 << 20, session_idle_s=3600.0,
 )

@@ -108,6 +108,9 @@ def test_mask_prompt_remove_object_and_errors(client, session):
 
 def test_cancel_and_disconnect_stop_a_propagation(server, client, session):
     sid = session["session_id"]
+    if not client.get(f"/video/sessions/{sid}").json()["obj_ids"]:  # run alone: give it an object first
+        cx, cy = CLIP.center(1, 0)
+        client.post(f"/video/sessions/{sid}/prompts", json={"frame_idx": 0, "obj_id": 1, "points": [pt(cx, cy)]})
     seen: list[dict] = []
     with client.stream("POST", f"/video/sessions/{sid}/propagate", json={}) as resp:
         for ln in resp.iter_lines():
@@ -127,6 +130,11 @@ def test_cancel_and_disconnect_stop_a_propagation(server, client, session):
     while client.get(f"/video/sessions/{sid}").json()["busy"] and time.monotonic() < deadline:
         time.sleep(0.05)
     assert client.get(f"/video/sessions/{sid}").json()["busy"] is False
+    lane = server.service.encode_lane  # the frame that was running finishes, then the generator is closed
+    deadline = time.monotonic() + 300  # one frame step: ~3 s on a quiet 2-core CPU, much more on a loaded one
+    while lane.depth and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert lane.depth == 0
 
 
 def test_session_limits_media_folder_and_expiry(server, clip_file):
