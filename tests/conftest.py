@@ -46,7 +46,12 @@ def pytest_terminal_summary(terminalreporter):
                 terminalreporter.write_line("    " + line)
 
 
-# -- one verified export per session, shared by every test that needs ONNX artifacts --------
+# -- one verified export of a random-weight hiera_tiny checkpoint per session ---------------------
+# Shared by tests/export (what the export promises) and tests/server (the server runs on it): the
+# export costs minutes on a 2-core CPU, so it happens once. tests/export/conftest.py re-exports
+# Exported and export_random for the imports that name it.
+
+
 @dataclass
 class Exported:
     onnx_dir: Path

@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "build": ("sam2edge.cli.build", "build TensorRT engines for this device"),
     "doctor": ("sam2edge.cli.doctor", "report GPUs, libraries, the store and what auto would pick"),
     "download": ("sam2edge.cli.download", "download an official checkpoint"),
+    "serve": ("sam2edge.cli.serve", "serve the model over HTTP (Roboflow API, video sessions, camera, page)"),
 }
 
 

@@ -80,6 +80,7 @@ class BackendSet:
         self._active: Candidate | None = None
         self._runners: dict[str, Runner] = {}
         self.specs = {}
+        self.host_constants: dict[str, Any] | None = None
         self._activate_next(first=True)
         self.specs = {name: r.spec for name, r in self._runners.items()}
         self.runners: dict[str, Runner] = {name: FallbackRunner(self, name) for name in artifacts if name in self.specs}
@@ -216,5 +217,8 @@ def open_backends(name: str, *, backend: str = "auto", device: str = "auto", bat
             + decision.format()
         )
     factory = RunnerFactory(store, onnx, artifacts, torch_loader, threads)
-    return BackendSet(decision, factory, artifacts, strict)
+    backends = BackendSet(decision, factory, artifacts, strict)
+    # Mask prompts on video frames need three small constants on the host; an export records them.
+    backends.host_constants = onnx.manifest.get("host_constants") if onnx is not None else None
+    return backends
 

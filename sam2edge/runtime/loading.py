@@ -187,4 +187,7 @@ def load_predictor(cls: type, model_name_or_path: str, backend: str = "auto", de
         variant=source.config.name, checkpoint_sha256=source.checkpoint_sha256 if source.kind != "export" else None,
     )
     log.info("sam2edge: %s on %s", source.config.name, backends.active_backend)
-    return cls(backends.runners, source.config, backend=backends, model_id=source.model_id, **predictor_kwargs)
+    predictor = cls(backends.runners, source.config, backend=backends, model_id=source.model_id, **predictor_kwargs)
+    if backends.host_constants is not None:  # from the export in use: add_mask works on ONNX Runtime and TensorRT
+        predictor.host_constants = backends.host_constants
+    return predictor
