@@ -48,7 +48,8 @@ BACKENDS: tuple[BackendInfo, ...] = (  # in fallback order: fastest first
     BackendInfo("triton", TRITON, False, "sam2edge.backends.triton_runner", "tritonclient", 0, remote=True),
 )
 BY_NAME: Mapping[str, BackendInfo] = {b.name: b for b in BACKENDS}
-ORDER: tuple[str, ...] = tuple(b.name for b in BACKENDS)
+ORDER: tuple[str, ...] = tuple(b.name for b in BACKENDS if not b.remote)  # the local fallback order
+REMOTE_ORDER: tuple[str, ...] = tuple(b.name for b in BACKENDS if b.remote)  # for a served (triton://) model
 GPU_BACKENDS = frozenset(b.name for b in BACKENDS if b.on_gpu)
 REMOTE_BACKENDS = frozenset(b.name for b in BACKENDS if b.remote)
 AUTO = "auto"

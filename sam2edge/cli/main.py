@@ -27,6 +27,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("sam2edge.cli.doctor", "report GPUs, libraries, the store and what auto would pick"),
     "download": ("sam2edge.cli.download", "download an official checkpoint"),
     "serve": ("sam2edge.cli.serve", "serve the model over HTTP (Roboflow API, video sessions, camera, page)"),
+    "triton-repo": ("sam2edge.cli.triton_repo", "write a Triton Inference Server model repository from an export set"),
+    "label": ("sam2edge.cli.label", "label images (prompts or automatic masks) and videos in batch on Ray"),
 }
 
 

@@ -110,6 +110,9 @@ def resolve_source(target: str, backend: str = "auto", strict: bool = False, sto
     registry.check_choice(backend)
     if is_triton_url(target):
         return _triton_source(target, backend)
+    if backend == registry.TRITON:
+        raise InputError(f"backend={backend!r} runs models served by Triton: load triton://host:port/<model prefix>, "
+                         f"not {target!r}")
     path = Path(target)
     if path.is_dir():
         folder = path / "onnx" if (path / "onnx").is_dir() else path

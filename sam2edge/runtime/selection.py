@@ -103,7 +103,8 @@ class Decision:
 def decide(device: DeviceDescription, installed: Installed, sources: Sources, request: Request) -> Decision:
     """Every backend in order, admitted or excluded with a reason; the requested ones first."""
     wanted = wanted_backends(request)
-    order = [b for b in registry.ORDER if b in wanted] + [b for b in registry.ORDER if b not in wanted]
+    pool = registry.REMOTE_ORDER if sources.remote_url is not None else registry.ORDER  # never mixed: see the registry
+    order = [b for b in pool if b in wanted] + [b for b in pool if b not in wanted]
     gpu = _gpu(device, request.device)
     out = []
     for backend in order:
@@ -161,8 +162,6 @@ def _missing(backend: str, gpu: GpuInfo | None, device: DeviceDescription, insta
         if installed.tritonclient is None:
             return "tritonclient is not installed (pip install 'sam2edge[triton]')"
         return ""
-    if sources.remote_url is not None:
-        return f"the model is served by Triton at {sources.remote_url}: nothing of it is stored here"
     on_gpu = backend in registry.GPU_BACKENDS
     if on_gpu and gpu is None:
         why = "; ".join(device.notes) or "the CUDA driver reports no GPU"

@@ -128,7 +128,7 @@ def engine_sets_by_cc(store: ArtifactStore, onnx: OnnxSet, precision: str, chose
         cc = es.fingerprint.compute_capability
         if cc in by_cc:
             raise EngineMismatchError(f"two {precision} engine sets for compute capability {cc}: {by_cc[cc].dir} and "
-                                      f"{es.dir}; pick one per GPU model with --engines DIR")
+                                      f"{es.dir}; pick one per GPU model with --engine-set DIR")
         by_cc[cc] = es
     return by_cc
 

@@ -1,0 +1,96 @@
+"""``sam2edge label --prompts jobs.jsonl | --folder DIR | --videos videos.jsonl --out labels/``
+
+Batch labelling on Ray: one model per actor (``--actors``; ``--gpus-per-actor`` on a GPU cluster),
+images through a Ray Data actor pool, videos one per Ray task. Writes ``<out>/annotations.json``
+(COCO, RLE masks) and ``<out>/masks/*.png`` for images, ``<out>/videos.json`` (YouTube-VIS layout,
+RLE per frame) for videos.
+
+    sam2edge label --prompts jobs.jsonl --out labels/ --actors 4
+    sam2edge label --folder shelf/ --out labels/ --actors 8 --gpus-per-actor 0.5 --address auto
+    sam2edge label --videos videos.jsonl --out labels/ --actors 2 --address ray://head:10001
+
+A prompts line: {"image": "a.jpg", "prompts": [{"points": [[x, y]], "labels": [1]}, {"box": [x0, y0, x1, y1]}]};
+a videos line: {"video": "clip.mp4", "objects": [{"id": 1, "frame": 0, "box": [x0, y0, x1, y1]}]}. Relative
+paths are read from --root (default: the JSONL file's folder). Without --address a local cluster starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from sam2edge.cli.common import Progress, add_model_options
+from sam2edge.scale.labels import CocoWriter, ModelRequest, folder_jobs, image_jobs, read_jsonl, video_jobs, videos_document
+from sam2edge.scale.ray_label import Cluster, Workers, label_images, label_images_local, track_videos, track_videos_local
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--prompts", metavar="JSONL", help="image jobs: one line per image with its prompts")
+    what.add_argument("--folder", metavar="DIR", help="every image of a folder through automatic mask generation")
+    what.add_argument("--videos", metavar="JSONL", help="video jobs: one line per video with its objects' prompts")
+    p.add_argument("--root", help="folder relative image/video paths are read from (default: the JSONL's folder)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--multimask", action="store_true", help="decode 3 candidate masks per prompt, keep the best")
+    p.add_argument("--no-masks", dest="masks", action="store_false", help="write the JSON only, no mask PNGs")
+    p.add_argument("--max-frames", type=int, default=None, help="videos: track at most this many frames each way")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads per model (ONNX Runtime; default: per actor CPUs)")
+    ray = p.add_argument_group("ray")
+    ray.add_argument("--actors", type=int, default=1, help="models running at once (actors, or video tasks)")
+    ray.add_argument("--cpus-per-actor", type=float, default=1.0, help="CPUs Ray reserves per model (default 1)")
+    ray.add_argument("--gpus-per-actor", type=float, default=0.0, help="GPUs per model, e.g. 1 or 0.5 (default 0)")
+    ray.add_argument("--address", default=None, help="an existing cluster (auto, or ray://head:10001); default: start one here")
+    ray.add_argument("--num-cpus", type=int, default=None, help="local cluster: CPUs it may use (default all)")
+    ray.add_argument("--object-store-mb", type=int, default=None, help="local cluster: object store size")
+    ray.add_argument("--local", action="store_true", help="no Ray: one model in this process (the reference path)")
+    p.add_argument("--json", action="store_true", help="print a summary as JSON on stdout")
+    add_model_options(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    threads = args.threads or (max(1, int(args.cpus_per_actor)) if not args.local else None)
+    request = ModelRequest(args.model, args.backend, args.device, args.store, threads,
+                           strict=args.backend != "auto" and not args.fallback)
+    workers = Workers(args.actors, args.cpus_per_actor, args.gpus_per_actor)
+    cluster = Cluster(args.address, args.num_cpus, args.object_store_mb)
+    out = Path(args.out)
+    source = args.prompts or args.videos
+    root = args.root or (str(Path(source).parent) if source else None)
+    if args.videos:
+        jobs = video_jobs(read_jsonl(args.videos), root)
+        bar = Progress(len(jobs), "tracking", unit="videos")
+        if args.local:
+            results = track_videos_local(jobs, request, args.max_frames, lambda d, t: bar.update())
+        else:
+            results = track_videos(jobs, request, workers, cluster, args.max_frames, lambda d, t: bar.update())
+        bar.close()
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / "videos.json"
+        path.write_text(json.dumps(videos_document(results)) + "\n")
+        summary = {"videos": len(results), "frames": sum(r["length"] for r in results), "json": str(path)}
+    else:
+        jobs = image_jobs(read_jsonl(args.prompts), root) if args.prompts else folder_jobs(args.folder)
+        mode = "prompts" if args.prompts else "generate"
+        options = {"multimask": args.multimask}
+        bar = Progress(len(jobs), "labelling", unit="images")
+        if args.local:
+            results = label_images_local(jobs, request, mode, options, lambda d, t: bar.update())
+        else:
+            results = label_images(jobs, request, workers, cluster, mode, options, lambda d, t: bar.update())
+        bar.close()
+        writer = CocoWriter(out, write_masks=args.masks)
+        for result in results:
+            writer.add(result)
+        path = writer.write()
+        summary = {"images": len(writer.images), "annotations": len(writer.annotations), "failed": len(writer.errors),
+                   "json": str(path)}
+    summary["seconds"] = round(time.perf_counter() - started, 2)
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(", ".join(f"{k} {v}" for k, v in summary.items()), file=sys.stderr)
+    return 1 if summary.get("failed") else 0
