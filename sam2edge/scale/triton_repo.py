@@ -5,7 +5,7 @@ One model per artifact, named ``<prefix>_<artifact>``::
     <out>/<prefix>_image_encoder/config.pbtxt
     <out>/<prefix>_image_encoder/1/<files>
     ...
-    <out>/sam2edge_repository.json        what was written, from which export, every file's sha256
+    <out>/sam2edge_repository.json        what was written, from which export, every file's sha256 (per prefix)
 
 Platforms:
 
@@ -58,6 +58,7 @@ log = logging.getLogger(__name__)
 
 VERSION = "1"
 REPOSITORY_RECORD = "sam2edge_repository.json"
+RECORD_FORMAT = "sam2edge-triton-repository/1"
 PYTHON_MODEL = Path(__file__).with_name("triton_python_model.py")
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the sam2edge package copied beside model.py
 CHUNK = 1 << 20
@@ -219,15 +220,19 @@ class RepositoryWriter:
         return WrittenModel(folder.name, artifact, self.platform, batch, batch > 0 and self.serving.dynamic_batching, files)
 
     def _record(self, written: list[WrittenModel]) -> None:
-        record = {"format": "sam2edge-triton-repository/1", "platform": self.platform, "prefix": self.prefix,
-                  "variant": self.onnx.variant, "checkpoint_sha256": self.onnx.checkpoint_sha256,
-                  "export": str(self.onnx.dir), "serving": asdict(self.serving),
-                  "models": [asdict(w) for w in written]}
+        """Add this write to ``sam2edge_repository.json`` (one entry per prefix: several exports can share a repository)."""
+        entry = {"platform": self.platform, "prefix": self.prefix, "variant": self.onnx.variant,
+                 "checkpoint_sha256": self.onnx.checkpoint_sha256, "export": str(self.onnx.dir),
+                 "serving": asdict(self.serving), "models": [asdict(w) for w in written]}
         if self.platform == "tensorrt":
-            record["precision"] = self.precision
+            entry["precision"] = self.precision
         path = self.out / REPOSITORY_RECORD
+        try:
+            writes = [w for w in json.loads(path.read_text()).get("writes", []) if w.get("prefix") != self.prefix]
+        except (OSError, ValueError, AttributeError):
+            writes = []
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(record, indent=2) + "\n")
+        tmp.write_text(json.dumps({"format": RECORD_FORMAT, "writes": [*writes, entry]}, indent=2) + "\n")
         os.replace(tmp, path)
 
 

@@ -139,3 +139,24 @@ def test_cli_labels_on_the_cluster(ray_cluster, image_set, tiny_export, tmp_path
     assert summary["images"] == 1 and summary["annotations"] == 1 and summary["failed"] == 0
     doc = json.loads((out / "annotations.json").read_text())
     assert doc["annotations"][0]["mask_file"] == "masks/000001_000.png" and (out / "masks" / "000001_000.png").is_file()
+
+
+def test_automatic_masks_plug_in_by_name(image_set):
+    """The folder path calls ``model.generate_masks`` (automatic mask generation) when the model has it."""
+    from sam2edge.scale.labels import encode_rle, folder_jobs, generate_job
+
+    class Generating:
+        def generate_masks(self, bgr, **options):
+            mask = np.zeros(bgr.shape[:2], bool)
+            mask[10:30, 20:60] = True
+            return [{"segmentation": mask, "predicted_iou": 0.9, "stability_score": 0.95},
+                    {"segmentation": encode_rle(np.zeros((120, 160), bool)), "predicted_iou": 0.5}]  # already RLE
+
+    jobs = folder_jobs(image_set)
+    assert [j["file_name"] for j in jobs] == ["img0.png", "img1.png", "img2.png"]
+    result = generate_job(Generating(), jobs[0])
+    first, second = result["annotations"]
+    assert first["area"] == 800 and first["bbox"] == [20.0, 10.0, 40.0, 20.0] and first["stability_score"] == 0.95
+    assert second["area"] == 0 and (result["height"], result["width"]) == (120, 160)
+    with pytest.raises(InputError, match="generate_masks"):
+        generate_job(object(), jobs[0])

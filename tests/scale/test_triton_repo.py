@@ -73,8 +73,9 @@ def test_python_repository_configs_parse_and_match_the_specs(fake_export, tmp_pa
         assert (version / "model.py").is_file() and (version / "sam2edge" / "backends" / "onnxruntime_runner.py").is_file()
         assert not list(version.rglob("__pycache__"))
         assert check_config(ARTIFACTS[w.artifact], w.name, _as_served_json(config)) == config.max_batch_size
-    record = json.loads((out / REPOSITORY_RECORD).read_text())
-    assert record["prefix"] == PREFIX and len(record["models"]) == 4
+    write_repository(fake_export, out, "python", prefix="second", artifacts=[Artifact.PROMPT_DECODER])
+    writes = json.loads((out / REPOSITORY_RECORD).read_text())["writes"]
+    assert [(w["prefix"], len(w["models"])) for w in writes] == [(PREFIX, 4), ("second", 1)]
 
 
 def _as_served_json(config) -> dict:
