@@ -111,10 +111,15 @@ def label_images(jobs: Sequence[Mapping[str, Any]], request: ModelRequest, worke
     if not jobs:
         return []
     ray = cluster.connect()
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False  # the caller's progress callback reports instead
+    context.print_on_execution_start = False
+    if not log.isEnabledFor(logging.INFO):
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
     ds = ray.data.from_items([{"job": json.dumps(dict(j))} for j in jobs])
     ds = ds.map_batches(LabelActor, fn_constructor_args=(request, mode, dict(options or {})), batch_size=1,
-                        batch_format="numpy", concurrency=workers.actors, num_cpus=workers.cpus_per_actor,
-                        num_gpus=workers.gpus_per_actor or None)
+                        batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=workers.actors),
+                        num_cpus=workers.cpus_per_actor, num_gpus=workers.gpus_per_actor or None)
     results = []
     for row in ds.iter_rows():
         results.append(json.loads(str(row["result"])))
