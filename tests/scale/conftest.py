@@ -38,9 +38,10 @@ def fake_export(tmp_path: Path) -> Path:
     return make_fake_export(tmp_path / "store")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def triton_served(tiny_export, tmp_path_factory):
-    """The tiny export as a Python-platform repository, served by tritonserver on 127.0.0.1: (url, server)."""
+    """The tiny export as a Python-platform repository, served by tritonserver on 127.0.0.1: (url, server).
+    Stopped after the module (its four model processes hold ONNX Runtime sessions)."""
     pytest.importorskip("tritonclient.grpc", reason="the Triton runner needs tritonclient[grpc] (requirements/ci.txt)")
     from sam2edge.contract.serving import default_prefix, model_name
     from sam2edge.scale.triton_config import Serving
@@ -59,10 +60,11 @@ def triton_served(tiny_export, tmp_path_factory):
     server.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_cluster():
     """A local Ray cluster as the issue sizes it: 2 CPUs, a 256 MB object store, no dashboard, no usage stats.
-    Workers import this checkout's sam2edge and run ONNX Runtime with one thread each."""
+    Workers import this checkout's sam2edge and run ONNX Runtime with one thread each. Shut down after the
+    module: idle workers must not hold memory while the rest of the suite runs."""
     pytest.importorskip("ray", reason="Ray labelling needs ray[data] (requirements/ci.txt)")
     pytest.importorskip("pycocotools", reason="the COCO RLE masks need pycocotools")
     import ray

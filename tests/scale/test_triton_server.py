@@ -81,7 +81,7 @@ def _encoder_batch_sizes(url: str) -> dict[int, int]:
 def test_tracker_on_triton_equals_onnxruntime(models, tmp_path):
     t0 = time.perf_counter()
     served, local = models
-    clip = make_clip(num_frames=3, height=96, width=128, seed=5)
+    clip = make_clip(num_frames=2, height=96, width=128, seed=5)  # frame 1 runs every artifact
     folder = tmp_path / "frames"
     folder.mkdir()
     for i, frame in enumerate(clip.frames):
@@ -95,9 +95,9 @@ def test_tracker_on_triton_equals_onnxruntime(models, tmp_path):
             for result in tracker.propagate():
                 per_frame[result.frame_idx] = np.stack([result.mask_of(1), result.mask_of(2)])
         masks.append(per_frame)
-    assert sorted(masks[0]) == sorted(masks[1]) == [0, 1, 2]
+    assert sorted(masks[0]) == sorted(masks[1]) == [0, 1]
     worst = min(iou(a, b) for f in masks[0] for a, b in zip(masks[0][f], masks[1][f]))
-    print(f"video: 3 frames x 2 objects, worst mask IoU {worst:.6f}; {time.perf_counter() - t0:.1f} s")
+    print(f"video: 2 frames x 2 objects, worst mask IoU {worst:.6f}; {time.perf_counter() - t0:.1f} s")
     assert worst >= MIN_IOU
 
 
