@@ -11,7 +11,6 @@ the change is explicit: logged with its reason and recorded on the source.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -20,13 +19,14 @@ from sam2edge.backends import registry
 from sam2edge.config import ModelConfig, get_config, resolve_name
 from sam2edge.contract.artifacts import Artifact
 from sam2edge.contract.manifest import onnx_dir, read_manifest
+from sam2edge.download import MODELS_DIR_ENV, models_dir_checkpoint
 from sam2edge.errors import BackendUnavailableError, InputError, UnknownModelError
 from sam2edge.integrity import sha256_file
 from sam2edge.runtime.fallback import TorchLoader, open_backends
 
 log = logging.getLogger(__name__)
 
-MODELS_DIR_ENV = "SAM2EDGE_MODELS_DIR"
+__all__ = ["MODELS_DIR_ENV", "ModelSource", "load_predictor", "load_torch_model", "local_checkpoint", "resolve_source"]
 PREDICTOR_KWARGS = frozenset({
     "sam2_image_embeddings_cache", "sam2_low_resolution_masks_cache", "preprocessing", "max_batch_size",
     "max_hole_area", "max_sprinkle_area",
@@ -57,17 +57,10 @@ def local_checkpoint(name_or_path: str) -> Path | None:
 
     For air-gapped machines: checkpoints copied there by hand (official or fine-tuned) are
     used as they are, without the published-hash check; the variant is still detected from
-    the file's keys and must be the one asked for.
+    the file's keys and must be the one asked for. (``sam2edge.download.resolve_checkpoint``
+    looks there first too, so export and build find the same file.)
     """
-    folder = os.environ.get(MODELS_DIR_ENV)
-    if not folder:
-        return None
-    try:
-        name = resolve_name(name_or_path)
-    except UnknownModelError:
-        return None
-    candidate = Path(folder) / f"{name}.pt"
-    return candidate if candidate.is_file() else None
+    return models_dir_checkpoint(name_or_path)
 
 
 def load_torch_model(name_or_path: str, device: str = "cpu") -> tuple[Any, ModelConfig, Path]:
