@@ -55,6 +55,30 @@ def test_clean_video_reads_every_frame(clean_avi, backend):
         np.testing.assert_array_equal(src.read(i), frames[i])
 
 
+def test_pyav_random_access_with_b_frames_equals_sequential_and_opencv(tmp_path):
+    """H.264 with B-frames and a keyframe every 8 frames: every frame read out of order (backwards, as the
+    reverse pass does) equals the sequential read, and PyAV ("auto" when installed) decodes the same
+    pixels as OpenCV did before."""
+    av = pytest.importorskip("av", reason="the PyAV reader needs PyAV")
+    frames = media.clip_frames(24, 48, 64)
+    path = tmp_path / "gop.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt, stream.options = 64, 48, "yuv420p", {"g": "8", "bf": "2"}
+        for f in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+        container.mux(stream.encode())
+    seq = open_source(path, video_backend="pyav")
+    sequential = [seq.read(i) for i in range(seq.num_frames)]
+    assert len(sequential) == 24
+    rnd = open_source(path)
+    for i in [23, 0, 12, 11, 10, 9, 8, 7, *range(23, -1, -1)]:
+        np.testing.assert_array_equal(rnd.read(i), sequential[i])
+    cv = open_source(path, video_backend="opencv")
+    for i in range(24):
+        np.testing.assert_array_equal(cv.read(i), sequential[i])
+
+
 @pytest.mark.parametrize("backend", ["opencv", "pyav"])
 def test_file_truncated_inside_frame_5_raises(clean_avi, tmp_path, backend):
     """Cut inside frame 5 of 10. Before: 6 frames then a quiet end (EndOfVideo, propagate stops, CLI exit 0).

@@ -50,6 +50,7 @@ BAD_CALLS = {
     "string object id": (lambda t: t.add_points(0, "1", points=P, labels=L), "obj_id"),
     "float object id": (lambda t: t.add_points(0, 1.0, points=P, labels=L), "obj_id"),
     "bool object id on clear": (lambda t: t.clear_prompts(0, True), "obj_id"),
+    "bool object id on remove": (lambda t: t.remove_object(True), "obj_id"),
 }
 
 

@@ -18,6 +18,14 @@ asks, at three levels:
 
 Random access seeks to the nearest keyframe at or before the frame (every frame of an intra-only
 codec like MJPEG), so a damaged frame does not prevent reading the others.
+
+Decoding uses FFmpeg's threads (as OpenCV does). A frame decoded in parallel may report its error
+while a later packet is sent, so on the first decoding error the reader switches to one thread and
+decodes again from the keyframe before, which names the damaged frame exactly.
+
+What no reader can see: damage inside an H.264/HEVC frame that still parses (the codec has no
+checksums; FFmpeg conceals it even with ``explode``). Intra-only formats (MJPEG) and any container
+truncation are caught.
 """
 
 from __future__ import annotations
@@ -50,6 +58,7 @@ class PyAVSource(FrameSource):
         super().__init__()
         self._av = import_av()
         self.path = str(path)
+        self._threaded = True  # until a decoding error: then one thread, to name the frame exactly
         self._container = self._open()
         stream = self._container.streams.video[0]
         self.fps = float(stream.average_rate) if stream.average_rate else None
@@ -77,6 +86,8 @@ class PyAVSource(FrameSource):
             raise VideoError(f"{self.path!r} has no video stream")
         stream = container.streams.video[0]
         stream.codec_context.options = {"err_detect": "explode"}  # raise on data errors, do not conceal
+        if self._threaded:
+            stream.thread_type = "AUTO"
         return container
 
     def _list_packets(self, stream: Any) -> tuple[list[int], list[int], list[int]]:
@@ -115,7 +126,17 @@ class PyAVSource(FrameSource):
         if idx < self._next or idx - self._next > _DECODE_FORWARD or key > self._next:
             self._restart(key)
         while True:
-            frame = self._decode_next(idx)
+            try:
+                frame = self._decode_next(idx)
+            except _DecodeFailure as failure:
+                if not self._threaded:
+                    raise VideoError(str(failure)) from failure.__cause__
+                self._threaded = False  # decode again on one thread: the error then names its own frame
+                self._container.close()
+                self._container = self._open()
+                at = bisect.bisect_right(self._keyframes, min(self._next, idx))
+                self._restart(self._keyframes[at - 1] if at else None)
+                continue
             got = self._index_of.get(int(frame.pts)) if frame.pts is not None else self._next
             if got is None:
                 raise VideoError(f"{self.path}: the decoder produced a frame with an unknown timestamp while reading frame {idx}")
@@ -154,7 +175,7 @@ class PyAVSource(FrameSource):
                 which = self._index_of.get(int(packet.pts)) if packet.pts is not None else None
                 which = self._next if which is None else which
                 needed = "" if which == target else f" (needed to decode frame {target})"
-                raise VideoError(f"{self.path}: frame {which} cannot be decoded{needed}: {exc}; the file is damaged") from exc
+                raise _DecodeFailure(f"{self.path}: frame {which} cannot be decoded{needed}: {exc}; the file is damaged") from exc
             # a backward seek may land before the keyframe asked for: frames before it are not wanted
             frames = [f for f in frames if f.pts is None or self._index_of.get(int(f.pts), self._next) >= self._next]
             self._queue.extend(frames)
@@ -162,3 +183,7 @@ class PyAVSource(FrameSource):
 
     def close(self) -> None:
         self._container.close()
+
+
+class _DecodeFailure(Exception):
+    """A decoding error inside PyAVSource (becomes a VideoError once it names its frame exactly)."""

@@ -180,8 +180,9 @@ class VideoTracker:
 
     def remove_object(self, obj_id: int, strict: bool = False) -> list[int]:
         """Forget an object entirely; returns the remaining object ids."""
+        obj_id = validate.as_index(obj_id, "obj_id", low=None)  # True is not object 1
         if obj_id not in self._objects and strict:
-            raise InputError(f"no object {obj_id}; known objects: {self.obj_ids}")
+            raise InputError(f"obj_id must be a known object {self.obj_ids}, got {obj_id}")
         self._objects.pop(obj_id, None)
         return self.obj_ids
 
