@@ -143,9 +143,11 @@ def test_track_refuses_negative_max_frames(capsys, tmp_path, video):
 
 @pytest.mark.parametrize("name", ["o.gif", "o.xyz", "/proc/o.mp4"])
 def test_track_refuses_overlays_it_cannot_write(capsys, tmp_path, video, name):
+    """Refused before tracking (before: after every frame was tracked and its mask written)."""
     target = name if name.startswith("/") else tmp_path / name
     code, _, err = cli(capsys, "track", video[0], "--box", "10,10,30,30", "--out", tmp_path / "m", "--overlay", target)
     assert code == EXIT_ERROR and "Traceback" not in err and "overlay" in err, err
+    assert not list((tmp_path / "m").glob("*.png")), "nothing is tracked for an overlay that cannot be written"
 
 
 def test_track_warns_when_every_mask_is_empty(capsys, tmp_path, video):

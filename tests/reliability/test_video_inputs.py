@@ -28,7 +28,7 @@ BAD_CALLS = {
     "string points": (lambda t: t.add_points(0, 1, points=[["1", "2"]], labels=L), "points"),
     "bool points": (lambda t: t.add_points(0, 1, points=[[True, False]], labels=L), "points"),
     "points of 3 numbers": (lambda t: t.add_points(0, 1, points=[[1, 2, 3]], labels=L), "points"),
-    "label 2**32+1 (wrapped to 1 before)": (lambda t: t.add_points(0, 1, points=P, labels=[2**32 + 1]), "labels"),
+    "label 2**32+1": (lambda t: t.add_points(0, 1, points=P, labels=[2**32 + 1]), "labels"),
     "label 2**64": (lambda t: t.add_points(0, 1, points=P, labels=[2**64]), "labels"),
     "bool label": (lambda t: t.add_points(0, 1, points=P, labels=[True]), "labels"),
     "label 1.5": (lambda t: t.add_points(0, 1, points=P, labels=[1.5]), "labels"),
