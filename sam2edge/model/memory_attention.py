@@ -21,14 +21,15 @@ is done about it:
 
 - the current frame is shared: given ``curr`` with batch 1, layer 0's self-attention and its
   cross-attention queries (object-independent) are computed once for all B objects;
-- exported graphs attend over the 64-channel memory itself and project afterwards
+- the cross-attention attends over the 64-channel memory itself and projects afterwards
   (softmax rows sum to 1, so P @ (M Wv' + bv) = (P @ M) Wv' + bv), with out_proj and v_proj
   composed into one 64 -> 256 map: the weighted sum costs 64 channels instead of 256 (a 4x
-  smaller second MatMul). Eager PyTorch keeps v_proj + the fused SDPA kernel, which needs
-  equal key and value widths (and the official op order);
+  smaller second MatMul). PyTorch's fused SDPA kernel needs equal key and value widths, so
+  this runs as plain attention in query chunks: in exported graphs and in eager CPU, where
+  it beats the fused kernel with 256-channel values; eager CUDA keeps the fused kernel;
 - RoPE is one matmul against the weights with their pair-swapped rows appended plus two
   elementwise passes (``rope.rotate_projected``), bit-identical to the pairwise form;
-- exported graphs fold the softmax scale (1/16, exact) into the query weights and attend in
+- plain attention folds the softmax scale (1/16, exact) into the query weights and runs in
   query chunks, so no [B, 4096, F*4096] score matrix is held at once.
 """
 
@@ -43,10 +44,15 @@ from torch.nn import functional as F
 from sam2edge.model.common import is_tracing, sine_position_encoding_2d
 from sam2edge.model.rope import interleaved_rope_tables, rotate_projected, swap_pairs
 
-# Exported graphs attend in query chunks of this many tokens: every query row is its own softmax,
-# so no value changes, and a chunk's score block is [B, 1024, F*4096] instead of [B, 4096, F*4096]
-# (470 MB per object at F = 7). Each chunk is a plain MatMul-Softmax-MatMul, which TensorRT fuses.
-EXPORT_QUERY_CHUNK = 1024
+# Query chunks of the plain (unfused) attention. Every query row is its own softmax, so chunking
+# changes no value; it bounds the score block to [B, chunk, F*4096] (a whole [B, 4096, F*4096] is
+# 470 MB per object at F = 7) and keeps more of it in cache. Exported graphs: each chunk is a plain
+# MatMul-Softmax-MatMul (TensorRT fuses it). Measured on the cross-attention core (4096 queries,
+# 4 memory frames, 64-channel values, 1 thread, CPU time): ONNX Runtime whole 713 ms, chunks of
+# 1024 / 512 / 256 / 128 / 64: 578 / 566 / 549 / 604 / 685 ms; eager PyTorch 1024 / 512 / 256 / 128:
+# 935 / 941 / 734 / 577 ms (the fused SDPA kernel with 256-channel values: 740 ms).
+EXPORT_QUERY_CHUNK = 512
+EAGER_QUERY_CHUNK = 128
 
 
 class _Projections(nn.Module):
@@ -72,20 +78,27 @@ class _Projections(nn.Module):
         return rotate_projected(y, y_swapped, rope[0], rope[1])
 
 
-def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
-    """Single-head softmax attention. q [1 or B, Nq, D] (broadcast over k's batch), k [B, Nk, D],
-    v [B, Nk, Dv] -> [B, Nq, Dv].
+def _plain_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk: int) -> torch.Tensor:
+    """softmax(q k^T) v in query chunks, q pre-scaled. q [1 or B, Nq, D] (broadcast over k's batch),
+    k [B, Nk, D], v [B, Nk, Dv] (Dv may differ from D) -> [B, Nq, Dv]."""
+    kt = k.transpose(1, 2)
+    if q.shape[1] <= chunk:
+        return (q @ kt).softmax(-1) @ v
+    return torch.cat([(c @ kt).softmax(-1) @ v for c in q.split(chunk, dim=1)], dim=1)
 
-    Eager: PyTorch's fused kernel (a unit head axis lets it pick its CPU/GPU kernels). Exported:
-    q comes pre-scaled; plain MatMul-Softmax-MatMul in query chunks.
-    """
-    if is_tracing():
-        kt = k.transpose(1, 2)
-        if q.shape[1] <= EXPORT_QUERY_CHUNK:
-            return (q @ kt).softmax(-1) @ v
-        return torch.cat([(c @ kt).softmax(-1) @ v for c in q.split(EXPORT_QUERY_CHUNK, dim=1)], dim=1)
+
+def _fused_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+    """PyTorch's fused SDPA kernel (it needs equal q, k and v widths), through a unit head axis.
+    q [1 or B, Nq, D] (broadcast over k's batch), k and v [B, Nk, D] -> [B, Nq, D]."""
     q = q.expand(k.shape[0], -1, -1)
     return F.scaled_dot_product_attention(q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1), scale=scale).squeeze(1)
+
+
+def narrow_cross_attention(device: torch.device) -> bool:
+    """Whether the cross-attention attends over the 64-channel memory (plain attention in query
+    chunks, then the composed projection): in exported graphs and in eager CPU. Eager CUDA keeps
+    v_proj and the fused SDPA kernel (256-channel values)."""
+    return is_tracing() or device.type == "cpu"
 
 
 class MemoryAttentionLayer(nn.Module):
@@ -118,27 +131,30 @@ class MemoryAttentionLayer(nn.Module):
 
     def _self_attention(self, h: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
         sa = self.self_attn
-        q_scale = self.scale if is_tracing() else 1.0
-        q = sa.rotated(sa.q_proj, h, rope, q_scale)
-        k = sa.rotated(sa.k_proj, h, rope)
-        return sa.out_proj(_attend(q, k, sa.v_proj(h), self.scale))
+        if is_tracing():
+            q = sa.rotated(sa.q_proj, h, rope, self.scale)
+            k = sa.rotated(sa.k_proj, h, rope)
+            return sa.out_proj(_plain_attention(q, k, sa.v_proj(h), EXPORT_QUERY_CHUNK))
+        q, k = sa.rotated(sa.q_proj, h, rope), sa.rotated(sa.k_proj, h, rope)
+        return sa.out_proj(_fused_attention(q, k, sa.v_proj(h), self.scale))
 
     def _cross_attention(
         self, h: torch.Tensor, keys_spatial: torch.Tensor, keys_ptr: torch.Tensor, values: torch.Tensor, rope: torch.Tensor
     ) -> torch.Tensor:
         ca = self.cross_attn_image
-        tracing = is_tracing()
-        q = ca.rotated(ca.q_proj, h, rope, self.scale if tracing else 1.0)
+        narrow = narrow_cross_attention(h.device)
+        q = ca.rotated(ca.q_proj, h, rope, self.scale if narrow else 1.0)
         # Every memory frame takes the same per-position table: [B, F, N, C] against [N, D].
         k_spatial = ca.rotated(ca.k_proj, keys_spatial.unflatten(1, (-1, rope.shape[1])), rope).flatten(1, 2)
         k = torch.cat((k_spatial, ca.k_proj(keys_ptr)), dim=1)
-        if tracing:
-            # Attend over the 64-channel memory, then one composed 64 -> 256 map (out_proj o v_proj,
-            # constant-folded at export): softmax rows sum to 1, so the v_proj bias passes through.
+        if narrow:
+            # out_proj o v_proj composed into one 64 -> 256 map (constant-folded at export); softmax
+            # rows sum to 1, so the v_proj bias passes through the weighted sum unchanged.
             weight = ca.out_proj.weight @ ca.v_proj.weight
             bias = ca.out_proj.weight @ ca.v_proj.bias + ca.out_proj.bias
-            return F.linear(_attend(q, k, values, self.scale), weight, bias)
-        return ca.out_proj(_attend(q, k, ca.v_proj(values), self.scale))
+            chunk = EXPORT_QUERY_CHUNK if is_tracing() else EAGER_QUERY_CHUNK
+            return F.linear(_plain_attention(q, k, values, chunk), weight, bias)
+        return ca.out_proj(_fused_attention(q, k, ca.v_proj(values), self.scale))
 
 
 class MemoryAttention(nn.Module):
