@@ -27,8 +27,8 @@ is done about it:
   smaller second MatMul). PyTorch's fused SDPA kernel needs equal key and value widths, so
   this runs as plain attention in query chunks: in exported graphs and in eager CPU, where
   it beats the fused kernel with 256-channel values; eager CUDA keeps the fused kernel;
-- RoPE is one matmul against the weights with their pair-swapped rows appended plus two
-  elementwise passes (``rope.rotate_projected``), bit-identical to the pairwise form;
+- RoPE is a second projection with pair-swapped weight rows plus two elementwise passes
+  (``rope.rotate_projected``), bit-identical to the pairwise form;
 - plain attention folds the softmax scale (1/16, exact) into the query weights and runs in
   query chunks, so no [B, 4096, F*4096] score matrix is held at once.
 """
@@ -69,12 +69,12 @@ class _Projections(nn.Module):
     def rotated(proj: nn.Linear, x: torch.Tensor, rope: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
         """RoPE(proj(x)) * scale. x [..., N, in] (any leading dims); rope [2, N, D] -> [..., N, D].
 
-        One matmul against [W; swap_pairs(W)] gives proj(x) and its pair-swapped copy together.
-        A power-of-two scale (the softmax's 1/16) is exact, so folding it here changes no bit.
+        A second projection with the pair-swapped weight rows gives proj(x) with its pairs swapped
+        (two GEMMs, no strided views or Split copies in the graph). A power-of-two scale (the
+        softmax's 1/16) is exact, so folding it into the weights changes no bit.
         """
-        weight = torch.cat((proj.weight, swap_pairs(proj.weight))) * scale
-        bias = torch.cat((proj.bias, swap_pairs(proj.bias))) * scale
-        y, y_swapped = F.linear(x, weight, bias).chunk(2, dim=-1)
+        y = F.linear(x, proj.weight * scale, proj.bias * scale)
+        y_swapped = F.linear(x, swap_pairs(proj.weight) * scale, swap_pairs(proj.bias) * scale)
         return rotate_projected(y, y_swapped, rope[0], rope[1])
 
 
