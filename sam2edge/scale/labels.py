@@ -12,14 +12,16 @@ A video job names the video (file or folder of frames) and its objects, each wit
 
 Results are plain JSON (COCO run-length encodings), so they travel through Ray's object store
 cheaply and the driver writes every file: workers need to read the inputs, never to share the output
-folder.
+folder. Every write is checked: a mask the image writer refuses or a JSON file that cannot be written
+raises InputError naming the file, and JSON lands whole (written beside, then renamed) or not at all.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,18 +56,24 @@ class ModelRequest:
 # -- jobs ----------------------------------------------------------------------------------------
 def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
     """JSON objects, one per non-empty line; InputError naming the file and line of a bad one."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.readlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path} cannot be read: {getattr(exc, 'strerror', None) or exc}") from None
     rows = []
-    with open(path) as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{path}:{number}: not JSON ({exc})") from None
-            if not isinstance(row, dict):
-                raise InputError(f"{path}:{number}: each line must be a JSON object, got {type(row).__name__}")
-            rows.append(row)
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{path}:{number}: not JSON ({exc})") from None
+        if not isinstance(row, dict):
+            raise InputError(f"{path}:{number}: each line must be a JSON object, got {type(row).__name__}")
+        rows.append(row)
+    if not rows:
+        raise InputError(f"{path} has no jobs (no JSON lines)")
     return rows
 
 
@@ -102,9 +110,15 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
 def folder_jobs(folder: str | os.PathLike, extensions: tuple[str, ...] = IMAGE_EXTENSIONS) -> list[dict[str, Any]]:
-    """Every image of a folder (recursively, sorted) as a job without prompts (automatic mask generation)."""
+    """Every image of a folder (recursively, sorted; hidden files skipped) as a job without prompts (automatic
+    mask generation). InputError when ``folder`` is not a folder or holds no image."""
     root = Path(folder)
-    paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in extensions and p.is_file())
+    if not root.is_dir():
+        raise InputError(f"{folder} is not a folder of images")
+    paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in extensions and p.is_file()
+                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    if not paths:
+        raise InputError(f"{folder} holds no images ({', '.join(extensions)})")
     return [{"id": i, "file_name": str(p.relative_to(root)), "path": str(p), "prompts": []} for i, p in enumerate(paths, 1)]
 
 
@@ -217,12 +231,42 @@ def track_job(model: Any, job: Mapping[str, Any], max_frames: int | None = None)
 
 
 # -- the outputs ---------------------------------------------------------------------------------
+MaskSaver = Callable[[Path, np.ndarray], None]  # (path, uint8 0/255 mask) -> the file on disk, or InputError
+
+
+def save_mask_png(path: Path, mask: np.ndarray) -> None:
+    """cv2.imwrite, checked: it returns False (or raises) instead of failing loudly."""
+    try:
+        ok = cv2.imwrite(str(path), mask)
+    except cv2.error as exc:
+        raise InputError(f"mask {path} cannot be written: {str(exc).strip().splitlines()[-1]}") from None
+    if not ok or not path.is_file():
+        raise InputError(f"mask {path} cannot be written (the image writer failed)")
+
+
+def write_json(path: str | os.PathLike, document: Any) -> Path:
+    """``document`` as JSON at ``path``, whole or not at all (written beside, then renamed); InputError if it cannot be."""
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(document) + "\n")
+        os.replace(tmp, target)
+    except OSError as exc:
+        with contextlib.suppress(OSError):  # under a file, the temporary name cannot even be looked up
+            tmp.unlink(missing_ok=True)
+        raise InputError(f"{target} cannot be written: {exc.strerror or exc}") from None
+    return target
+
+
 @dataclass
 class CocoWriter:
-    """Collects image results; writes ``<out>/masks/<image id>_<k>.png`` (0/255) and ``<out>/annotations.json``."""
+    """Collects image results; writes ``<out>/masks/<image id>_<k>.png`` (0/255) and ``<out>/annotations.json``.
+    ``save_mask`` writes one mask file (the CLI passes its own checked writer, whose errors name --out)."""
 
     out: Path
     write_masks: bool = True
+    save_mask: MaskSaver = save_mask_png
     images: list[dict[str, Any]] = field(default_factory=list)
     annotations: list[dict[str, Any]] = field(default_factory=list)
     categories: dict[str, int] = field(default_factory=dict)
@@ -240,8 +284,11 @@ class CocoWriter:
             if self.write_masks:
                 name = f"{int(result['id']):06d}_{int(rec['prompt']):03d}.png"
                 path = self.out / "masks" / name
-                path.parent.mkdir(parents=True, exist_ok=True)
-                cv2.imwrite(str(path), decode_rle(rec["segmentation"]).astype(np.uint8) * 255)
+                try:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise InputError(f"{path.parent} cannot be created: {exc.strerror or exc}") from None
+                self.save_mask(path, decode_rle(rec["segmentation"]).astype(np.uint8) * 255)
                 ann["mask_file"] = f"masks/{name}"
             self.annotations.append(ann)
 
@@ -255,10 +302,7 @@ class CocoWriter:
         return doc | ({"errors": sorted(self.errors, key=lambda e: e["id"])} if self.errors else {})
 
     def write(self, name: str = "annotations.json") -> Path:
-        self.out.mkdir(parents=True, exist_ok=True)
-        path = self.out / name
-        path.write_text(json.dumps(self.document()) + "\n")
-        return path
+        return write_json(self.out / name, self.document())
 
 
 def videos_document(results: Iterable[Mapping[str, Any]]) -> dict[str, Any]:

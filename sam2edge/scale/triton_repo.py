@@ -81,13 +81,14 @@ def copy_verified(recorded: RecordedFile, dest: Path) -> str:
     digest, size = hashlib.sha256(), 0
     dest.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with open(recorded.path, "rb") as src, open(dest, "wb") as dst:
-            while chunk := src.read(CHUNK):
-                digest.update(chunk)
-                size += len(chunk)
-                dst.write(chunk)
+        src = open(recorded.path, "rb")  # noqa: SIM115 - closed below; a missing source is not a failed write
     except FileNotFoundError:
         raise IntegrityError(f"{recorded.path} named in the manifest is missing") from None
+    with src, open(dest, "wb") as dst:  # an OSError here is the destination's: the writer names the folder
+        while chunk := src.read(CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+            dst.write(chunk)
     if digest.hexdigest() != recorded.sha256 or (recorded.size is not None and size != recorded.size):
         dest.unlink(missing_ok=True)
         raise IntegrityError(f"{recorded.path}: {size} bytes, sha256 {digest.hexdigest()[:12]}..., the manifest records "
@@ -164,7 +165,10 @@ class RepositoryWriter:
         if unknown:
             raise InputError(f"unknown artifacts {unknown}; known: {list(ARTIFACTS)}")
         by_cc = engine_sets_by_cc(self.store, self.onnx, self.precision, self.engines) if self.platform == "tensorrt" else {}
-        self.out.mkdir(parents=True, exist_ok=True)
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(f"{self.out} cannot be created: {exc.strerror or exc}") from None
         written = []
         for artifact in names:
             folder = self.out / model_name(self.prefix, artifact)
@@ -174,6 +178,9 @@ class RepositoryWriter:
                 shutil.rmtree(folder)
             try:
                 written.append(self._write_model(artifact, folder, by_cc))
+            except OSError as exc:  # a full disk, a read-only folder: the model folder is not left half-written
+                shutil.rmtree(folder, ignore_errors=True)
+                raise InputError(f"{folder} cannot be written: {exc.strerror or exc}") from None
             except BaseException:
                 shutil.rmtree(folder, ignore_errors=True)
                 raise
@@ -232,8 +239,12 @@ class RepositoryWriter:
         except (OSError, ValueError, AttributeError):
             writes = []
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"format": RECORD_FORMAT, "writes": [*writes, entry]}, indent=2) + "\n")
-        os.replace(tmp, path)
+        try:
+            tmp.write_text(json.dumps({"format": RECORD_FORMAT, "writes": [*writes, entry]}, indent=2) + "\n")
+            os.replace(tmp, path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise InputError(f"{path} cannot be written: {exc.strerror or exc}") from None
 
 
 def _copy_package(dest: Path) -> None:
