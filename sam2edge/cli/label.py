@@ -26,6 +26,8 @@ from pathlib import Path
 
 from sam2edge.cli.common import Progress, add_model_options, non_negative_int, positive_int
 from sam2edge.cli.outputs import check_file_target, check_folder_target, write_image
+from sam2edge.errors import InputError
+from sam2edge.runtime.image.predictor import SAM2
 from sam2edge.scale.labels import (
     CocoWriter,
     ModelRequest,
@@ -88,6 +90,9 @@ def run(args: argparse.Namespace) -> int:
         jobs = video_jobs(read_jsonl(args.videos), root)
     else:
         jobs = image_jobs(read_jsonl(args.prompts), root) if args.prompts else folder_jobs(args.folder)
+    if args.folder and not hasattr(SAM2, "generate_masks"):  # before a cluster starts and every image fails alike
+        raise InputError("--folder needs automatic mask generation (SAM2.generate_masks), which this sam2edge lacks; "
+                         "label with --prompts")
     json_path = check_outputs(args)
     if args.videos:
         summary = _videos(args, jobs, request, workers, cluster, json_path)

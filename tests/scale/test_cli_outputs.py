@@ -164,3 +164,15 @@ def test_a_failed_model_write_names_the_folder_and_leaves_nothing(fake_export, t
     with pytest.raises(InputError, match=r"image_encoder cannot be written: No space left on device"):
         triton_repo.write_repository(fake_export.parent, out, "python")
     assert sorted(p.name for p in out.iterdir()) == []
+
+
+def test_label_folder_needs_automatic_masks_before_a_cluster_starts(capsys, tmp_path, no_model, monkeypatch):
+    from sam2edge.runtime.image.predictor import SAM2
+
+    monkeypatch.delattr(SAM2, "generate_masks", raising=False)  # as on a sam2edge without automatic masks
+    (tmp_path / "imgs").mkdir()
+    (tmp_path / "imgs" / "a.png").write_bytes(b"x")
+    code, err = cli(capsys, "label", "--folder", tmp_path / "imgs", "--out", tmp_path / "out")
+    assert code == EXIT_ERROR
+    one_line(err, "automatic mask generation")
+    assert not (tmp_path / "out").exists()  # refused before anything was written
