@@ -1,13 +1,19 @@
 """Scale-out fixtures: a placeholder export set (configs and hashes, no real networks), a real tritonserver
-serving the session's tiny export through the Python backend, and a small local Ray cluster."""
+serving the session's tiny export through the Python backend, a small local Ray cluster, and ONE
+single-process reference (2 images, a 2-frame clip) that both the Triton and the Ray tests compare with:
+every encode on this CPU costs seconds, so the reference is computed once per session."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import cv2
 import pytest
 
 from sam2edge.contract.artifacts import ARTIFACTS
@@ -78,3 +84,51 @@ def ray_cluster():
     print(f"ray cluster up in {time.perf_counter() - t0:.1f} s")
     yield ray
     ray.shutdown()
+
+
+@dataclass
+class Labelling:
+    """The labelling inputs and what one process makes of them (ONNX Runtime CPU, 1 thread: what each Ray worker runs)."""
+
+    folder: Path
+    jobs_file: Path  # JSONL: 2 images, prompts of every kind, one line merged into another, one missing image
+    image_jobs: list[dict[str, Any]]
+    video_jobs: list[dict[str, Any]]  # one 2-frame clip, 2 objects prompted on its last frame
+    request: Any  # ModelRequest
+    images: list[dict[str, Any]]  # label_images_local(image_jobs)
+    videos: list[dict[str, Any]]  # track_videos_local(video_jobs)
+
+
+@pytest.fixture(scope="session")
+def labelling(tiny_export, tmp_path_factory) -> Labelling:
+    pytest.importorskip("pycocotools", reason="the COCO RLE masks need pycocotools")
+    from sam2edge.scale.labels import ModelRequest, image_jobs, read_jsonl, video_jobs
+    from sam2edge.scale.ray_label import label_images_local, track_videos_local
+    from tests.video.clip import make_clip
+
+    root = tmp_path_factory.mktemp("labelling")
+    clip = make_clip(num_frames=2, height=120, width=160, seed=7)
+    for i, frame in enumerate(clip.frames):
+        cv2.imwrite(str(root / f"img{i}.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    lines = [
+        {"image": "img0.png", "prompts": [{"points": [clip.center(1, 0)], "labels": [1]}, {"box": clip.boxes[2][0]}]},
+        {"image": "img1.png", "points": [clip.center(2, 1), [5, 5]], "labels": [1, 0], "category": "square"},
+        {"image": "img0.png", "box": clip.boxes[1][0], "points": [clip.center(1, 0)], "labels": [1],
+         "category": "disc"},  # merged into the first job
+        {"image": "missing.png", "box": [0, 0, 9, 9]},  # fails alone
+    ]
+    jobs_file = root / "jobs.jsonl"
+    jobs_file.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    video = make_clip(num_frames=2, height=96, width=128, seed=9)
+    (root / "clip").mkdir()
+    for i, frame in enumerate(video.frames):
+        cv2.imwrite(str(root / "clip" / f"{i:05d}.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    rows = [{"video": "clip", "objects": [{"id": 1, "frame": 1, "box": list(video.boxes[1][1])},
+                                          {"id": 2, "frame": 1, "points": [list(video.center(2, 1))], "labels": [1]}]}]
+    request = ModelRequest(str(tiny_export.onnx_dir), backend="onnxruntime", device="cpu", threads=1, strict=True)
+    images, videos = image_jobs(read_jsonl(jobs_file), root), video_jobs(rows, root)
+    t0 = time.perf_counter()
+    done = Labelling(root, jobs_file, images, videos, request, label_images_local(images, request),
+                     track_videos_local(videos, request))
+    print(f"single-process reference (2 images, 2 frames) in {time.perf_counter() - t0:.1f} s")
+    return done
