@@ -11,6 +11,10 @@ second are measured. The library figure is ``segment_images`` on the same embedd
 call ([N,1,2] points: one decoder run, the same host work), clicks/s = N / its median time. Runs are
 interleaved (library, off, on for each N, repeated ``--reps`` times); the table shows medians over reps
 (p99 over all clicks). The load average before and after is recorded: the machine may be shared.
+CPU ms/click is the CPU time each path spends per answered click (the server process, all threads; the
+library's calls in this process); the client column is this process's CPU per click while it drives
+the server. On a small CPU the load generator shares the cores with the server, so clicks/s alone
+understates the server; the CPU columns separate its own cost from the client's.
 Writes benchmarks/results/server_cpu.json.
 """
 
@@ -81,6 +85,11 @@ class Server:
         pick = lambda name: float(next(ln.split()[-1] for ln in text.splitlines() if ln.startswith(name + " ")))  # noqa: E731
         return pick("sam2edge_decoder_batch_size_sum"), pick("sam2edge_decoder_batch_size_count")
 
+    def cpu_s(self) -> float:
+        """CPU seconds the server process has used (user + system, all threads)."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=30)
@@ -116,9 +125,11 @@ def library_rate(model, emb, clients: int, size: tuple[int, int], runs: int) -> 
     w, h = size
     coords = (rng.random((clients, 1, 2)) * np.array([w, h])).astype(np.float32)
     labels = np.ones((clients, 1), np.int32)
+    cpu0 = time.process_time()
     t = time_it(lambda: model.segment_images(embeddings=emb, point_coordinates=coords, point_labels=labels,
                                              multi_mask_output=True), runs=runs, warmup=1)
-    return {**t, "clicks_per_s": clients / (t["median_ms"] / 1e3)}
+    cpu_ms = 1e3 * (time.process_time() - cpu0) / ((runs + 1) * clients)
+    return {**t, "clicks_per_s": clients / (t["median_ms"] / 1e3), "cpu_ms_per_click": cpu_ms}
 
 
 def main() -> None:
@@ -160,9 +171,13 @@ def main() -> None:
                 for n in args.clients:
                     results["library"].setdefault(n, []).append(library_rate(model, emb, n, (w, h), runs=5))
                     for name, srv in servers.items():
-                        s0 = srv.batch_stats(c)
+                        s0, server0, client0 = srv.batch_stats(c), srv.cpu_s(), time.process_time()
                         run = asyncio.run(hammer(srv.url, ids[name], n, args.clicks, (w, h)))
-                        s1 = srv.batch_stats(c)
+                        client1, server1, s1 = time.process_time(), srv.cpu_s(), srv.batch_stats(c)
+                        # On a 2-core machine the load generator (this process) shares the CPU with the
+                        # server: the CPU each side spends per click separates the server's own cost.
+                        run["server_cpu_ms_per_click"] = 1e3 * (server1 - server0) / run["clicks"]
+                        run["client_cpu_ms_per_click"] = 1e3 * (client1 - client0) / run["clicks"]
                         run["mean_batch"] = (s1[0] - s0[0]) / max(1.0, s1[1] - s0[1])
                         results[name].setdefault(n, []).append(run)
                         print(f"rep {rep} batching {name:>3} clients {n:>2}: {run['clicks'] / run['wall_s']:.1f} clicks/s, "
@@ -176,20 +191,26 @@ def main() -> None:
     for n in args.clients:
         lib = statistics.median(r["clicks_per_s"] for r in results["library"][n])
         lib_ms = statistics.median(r["median_ms"] for r in results["library"][n])
-        rows.append(["library, one call of N prompts", n, lib_ms, lib_ms, 1.0, lib, float(n), "1.00"])
-        summary[f"library_{n}"] = {"clicks_per_s": lib, "call_ms": lib_ms}
+        lib_cpu = statistics.median(r["cpu_ms_per_click"] for r in results["library"][n])
+        rows.append(["library, one call of N prompts", n, lib_ms, lib_ms, 1.0, lib, float(n), "1.00", lib_cpu, 0.0])
+        summary[f"library_{n}"] = {"clicks_per_s": lib, "call_ms": lib_ms, "cpu_ms_per_click": lib_cpu}
         for name in ("off", "on"):
             runs = results[name][n]
             lat = [x for r in runs for x in r["latencies_ms"]]
             p50, p99 = float(np.percentile(lat, 50)), float(np.percentile(lat, 99))
             rate = statistics.median(r["clicks"] / r["wall_s"] for r in runs)
             batch = statistics.median(r["mean_batch"] for r in runs)
-            rows.append([f"server, batching {name}", n, p50, p99, p99 / p50, rate, batch, f"{rate / lib:.2f}"])
+            server_cpu = statistics.median(r["server_cpu_ms_per_click"] for r in runs)
+            client_cpu = statistics.median(r["client_cpu_ms_per_click"] for r in runs)
+            rows.append([f"server, batching {name}", n, p50, p99, p99 / p50, rate, batch, f"{rate / lib:.2f}",
+                         server_cpu, client_cpu])
             summary[f"{name}_{n}"] = {"p50_ms": p50, "p99_ms": p99, "clicks_per_s": rate, "mean_batch": batch,
-                                      "vs_library": rate / lib}
+                                      "vs_library": rate / lib, "server_cpu_ms_per_click": server_cpu,
+                                      "client_cpu_ms_per_click": client_cpu, "cpu_vs_library": lib_cpu / server_cpu}
     print_table(f"sam2.1_hiera_tiny, ONNX Runtime CPU, {w}x{h} image, 1 click per request, multimask, format=rle "
                 f"(load average {load_before[0]:.1f} before, {load_after[0]:.1f} after)",
-                ["path", "clients N", "p50 ms", "p99 ms", "p99/p50", "clicks/s", "mean batch", "vs library"], rows)
+                ["path", "clients N", "p50 ms", "p99 ms", "p99/p50", "clicks/s", "mean batch", "vs library",
+                 "CPU ms/click", "client CPU ms/click"], rows)
     write_json("server_cpu", {"image": [h, w], "clients": args.clients, "clicks": args.clicks, "reps": args.reps,
                               "window_ms": args.window_ms, "loadavg_before": load_before, "loadavg_after": load_after,
                               "summary": summary,
