@@ -1,6 +1,6 @@
 """The one place the optional heavy libraries are imported outside ``model/`` and ``export/``.
 
-torch, onnx, onnxruntime, TensorRT and the CUDA runtime bindings are imported on first use
+torch, onnx, onnxruntime, TensorRT, the CUDA runtime bindings and Triton's gRPC client are imported on first use
 through these functions, so ``import sam2edge`` and the light runtime need none of them. A
 missing library raises :class:`~sam2edge.errors.BackendUnavailableError` with the install
 command; :func:`available` asks whether one is installed without importing it.
@@ -22,6 +22,7 @@ INSTALL_HINTS = {
     "tensorrt": "pip install 'sam2edge[tensorrt]' (CUDA 13 drivers: 'sam2edge[tensorrt-cu13]'); on Jetson: JetPack's "
                 "python3-libnvinfer and pip install 'sam2edge[jetson]'",
     "cuda": "pip install 'sam2edge[tensorrt]' (cuda-python)",
+    "tritonclient": "pip install 'sam2edge[triton]' (tritonclient[grpc])",
 }
 
 
@@ -106,3 +107,30 @@ def import_cudart(purpose: str = "TensorRT device memory") -> Any:
         except ImportError as exc:
             raise _missing("cuda", purpose, exc) from exc
     return cudart
+
+
+def import_tritonclient_grpc(purpose: str = "the Triton backend") -> Any:
+    """``tritonclient.grpc`` (with ``tritonclient.utils``): the client of a Triton Inference Server."""
+    try:
+        import tritonclient.grpc
+    except ImportError as exc:
+        raise _missing("tritonclient", purpose, exc) from exc
+    return tritonclient.grpc
+
+
+def triton_server_error(purpose: str = "the Triton backend") -> type[BaseException]:
+    """``tritonclient.utils.InferenceServerException``: what the client raises for any failed call."""
+    try:
+        from tritonclient.utils import InferenceServerException
+    except ImportError as exc:
+        raise _missing("tritonclient", purpose, exc) from exc
+    return InferenceServerException
+
+
+def import_triton_model_config(purpose: str = "reading Triton model configs") -> Any:
+    """``tritonclient.grpc.model_config_pb2``: the ModelConfig protobuf a ``config.pbtxt`` parses into."""
+    try:
+        from tritonclient.grpc import model_config_pb2
+    except ImportError as exc:
+        raise _missing("tritonclient", purpose, exc) from exc
+    return model_config_pb2

@@ -28,24 +28,30 @@ class BackendInfo:
     """One backend: its name, the family a user requests it by, where it runs and what it needs."""
 
     name: str  # e.g. "onnxruntime-cuda"
-    family: str  # "tensorrt" | "onnxruntime" | "torch"
+    family: str  # "tensorrt" | "onnxruntime" | "torch" | "triton"
     on_gpu: bool
     module: str  # sam2edge.backends.<module> with create_runners()
     library: str  # the importable library it needs (for messages and `available`)
     overhead_mib: int  # device memory beyond weights and activations: CUDA context, kernels, handles
+    remote: bool = False  # runs on a server (a Triton URL), not on this machine's devices
 
 
-TENSORRT, ONNXRUNTIME, TORCH = "tensorrt", "onnxruntime", "torch"  # the families
+TENSORRT, ONNXRUNTIME, TORCH, TRITON = "tensorrt", "onnxruntime", "torch", "triton"  # the families
 BACKENDS: tuple[BackendInfo, ...] = (  # in fallback order: fastest first
     BackendInfo("tensorrt", TENSORRT, True, "sam2edge.backends.tensorrt_runner", "tensorrt", 300),
     BackendInfo("onnxruntime-cuda", ONNXRUNTIME, True, "sam2edge.backends.onnxruntime_runner", "onnxruntime", 600),
     BackendInfo("torch-cuda", TORCH, True, "sam2edge.backends.torch_runner", "torch", 800),
     BackendInfo("onnxruntime-cpu", ONNXRUNTIME, False, "sam2edge.backends.onnxruntime_runner", "onnxruntime", 0),
     BackendInfo("torch-cpu", TORCH, False, "sam2edge.backends.torch_runner", "torch", 0),
+    # Models served by a Triton Inference Server (``triton://host:port/prefix``): only for such a source,
+    # and never a fallback of a local one (nor the other way round: a remote source has no local files).
+    BackendInfo("triton", TRITON, False, "sam2edge.backends.triton_runner", "tritonclient", 0, remote=True),
 )
 BY_NAME: Mapping[str, BackendInfo] = {b.name: b for b in BACKENDS}
-ORDER: tuple[str, ...] = tuple(b.name for b in BACKENDS)
+ORDER: tuple[str, ...] = tuple(b.name for b in BACKENDS if not b.remote)  # the local fallback order
+REMOTE_ORDER: tuple[str, ...] = tuple(b.name for b in BACKENDS if b.remote)  # for a served (triton://) model
 GPU_BACKENDS = frozenset(b.name for b in BACKENDS if b.on_gpu)
+REMOTE_BACKENDS = frozenset(b.name for b in BACKENDS if b.remote)
 AUTO = "auto"
 FAMILIES: Mapping[str, tuple[str, ...]] = {
     AUTO: ORDER,
@@ -98,6 +104,7 @@ class RunnerSources:
     onnx_dir: an exported ONNX folder (ONNX Runtime). engine_bytes: artifact name -> a function
     returning that engine's bytes, verified against its manifest (TensorRT). torch_loader: device
     string -> a loaded SAM2 PyTorch model (PyTorch). threads: CPU threads for CPU backends.
+    remote_url: ``triton://host:port/prefix`` (Triton).
     """
 
     onnx_dir: Path | None = None
@@ -105,6 +112,7 @@ class RunnerSources:
     engine_label: str = ""
     torch_loader: Callable[[str], Any] | None = None
     threads: int | None = None
+    remote_url: str | None = None
 
 
 def create_runners(backend: str, sources: RunnerSources, device: str, artifacts: Sequence[str]) -> dict[str, Runner]:

@@ -55,6 +55,17 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def positive_int(text: str) -> int:
+    """An integer >= 1 (``--actors``, ``--threads``, ``--instances``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
 # -- objects: --obj ID opens a group; the --point/--box (and --frame) after it belong to it ------
 OBJECTS_HELP = (
     "several objects: each --obj ID starts the prompts of one object; the --point/--box{frame}\n"

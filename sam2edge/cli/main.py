@@ -28,6 +28,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "download": ("sam2edge.cli.download", "download an official checkpoint"),
     "serve": ("sam2edge.cli.serve", "serve the model over HTTP (Roboflow API, video sessions, camera, page)"),
     "models": ("sam2edge.cli.models", "list the variants, local checkpoints, exports, engines and what auto would pick"),
+    "triton-repo": ("sam2edge.cli.triton_repo", "write a Triton Inference Server model repository from an export set"),
+    "label": ("sam2edge.cli.label", "label images (prompts or automatic masks) and videos in batch on Ray"),
 }
 
 ENVIRONMENT = (

@@ -102,6 +102,7 @@ class Installed:
     cuda_runtime: str | None = None  # CUDA runtime version (cuda-python's cudart, else torch's)
     cuda_python: str | None = None  # cuda-bindings / cuda-python version when its runtime module imports
     tensorrt_cuda: str | None = None  # CUDA major TensorRT was built for (its wheel: tensorrt-cu<major>)
+    tritonclient: str | None = None  # Triton's client (the triton backend), by its distribution; not imported
     notes: tuple[str, ...] = field(default=())
 
     def to_dict(self) -> dict[str, Any]:
@@ -241,8 +242,16 @@ def probe_installed(check_providers: bool = True) -> Installed:
         cuda_runtime=cuda_runtime or torch_cuda,
         cuda_python=cuda_python,
         tensorrt_cuda=tensorrt_cuda_major() if trt else None,
+        tritonclient=_distribution_version("tritonclient") if lazy.available("tritonclient") else None,
         notes=tuple(notes),
     )
+
+
+def _distribution_version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def _cuda_python_version() -> str | None:

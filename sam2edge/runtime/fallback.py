@@ -25,6 +25,7 @@ import numpy as np
 
 from sam2edge.backends import registry
 from sam2edge.backends.base import Runner
+from sam2edge.backends.registry import RunnerSources
 from sam2edge.backends.torch_runner import make_torch_runners
 from sam2edge.config import resolve_name
 from sam2edge.contract.artifacts import Artifact
@@ -111,9 +112,13 @@ class BackendSet:
             return self._runners.get(name)
 
     def manifest_host_constants(self) -> Mapping[str, Any] | None:
-        """The ``host_constants`` of the export this set runs from (its ONNX manifest), if any."""
+        """The ``host_constants`` of the export this set runs from (its ONNX manifest, or the one a Triton
+        server describes for a ``triton://`` model), if any."""
         onnx = getattr(self._factory, "onnx", None)
-        consts = onnx.manifest.get("host_constants") if onnx is not None else None
+        if onnx is not None:
+            consts = onnx.manifest.get("host_constants")
+        else:
+            consts = getattr(self._factory, "remote_host_constants", None)
         return consts if isinstance(consts, Mapping) else None
 
     @property
@@ -209,8 +214,13 @@ class RunnerFactory:
     artifacts: tuple[str, ...]
     torch_loader: TorchLoader | None = None
     threads: int | None = None
+    remote_url: str | None = None
+    remote_host_constants: Mapping[str, Any] | None = None  # what the Triton server says its export recorded
 
     def __call__(self, cand: Candidate, artifacts: tuple[str, ...] | None = None) -> dict[str, Runner]:
+        if self.remote_url is not None:
+            return registry.create_runners(cand.backend, RunnerSources(remote_url=self.remote_url), cand.device,
+                                           artifacts or self.artifacts)
         engines = None
         if cand.engine_dir is not None:
             engines = next(e for e in self.store.engine_sets(self.onnx) if str(e.dir) == cand.engine_dir)
@@ -230,26 +240,33 @@ def open_backends(name: str, *, backend: str = "auto", device: str = "auto", bat
                   artifacts: tuple[str, ...] = Artifact.IMAGE,
                   torch_loader: TorchLoader | None = None, threads: int | None = None,
                   described: tuple[DeviceDescription, Installed] | None = None,
-                  variant: str | None = None, checkpoint_sha256: str | None = None) -> BackendSet:
+                  variant: str | None = None, checkpoint_sha256: str | None = None,
+                  remote_url: str | None = None, host_constants: dict[str, Any] | None = None) -> BackendSet:
     """Decide and load. ``name``: exported model folder, ``<variant>-<sha8>`` or variant in the store.
 
     ``torch_loader(device)`` returns the PyTorch model (PyTorch candidates are excluded without one).
     ``checkpoint_sha256``: use only an export made from exactly that checkpoint. ``variant``: the
     model's variant when ``name`` is a folder that may hold no usable export.
     ``described`` replaces probing (a recorded machine); the runners are still real.
+    ``remote_url`` (``triton://...``, with ``variant`` and the served ``host_constants``): the models run on a
+    Triton server and nothing is read from the store.
     """
     store = ArtifactStore(store_root)
-    try:
-        onnx: OnnxSet | None = store.find_onnx(name, checkpoint_sha256)
-    except EngineMismatchError as exc:
-        if Path(name).is_dir() and torch_loader is None:  # an explicit folder, nothing else to run: say why
-            raise
-        log.info("sam2edge: no usable export for %s (%s)", name, exc)
-        onnx = None
+    onnx: OnnxSet | None = None
+    if remote_url is None:
+        try:
+            onnx = store.find_onnx(name, checkpoint_sha256)
+        except EngineMismatchError as exc:
+            if Path(name).is_dir() and torch_loader is None:  # an explicit folder, nothing else to run: say why
+                raise
+            log.info("sam2edge: no usable export for %s (%s)", name, exc)
     variant = onnx.variant if onnx else (variant or resolve_name(name))
     dev_desc, installed = described or (probe_device(), probe_installed(check_providers=False))
     gpu_index = registry.device_index(device) if device.startswith("cuda:") else 0
-    sources = gather_sources(variant, store, onnx, dev_desc, installed, torch_loader is not None, gpu_index)
+    if remote_url is not None:
+        sources = Sources(variant, remote_url=remote_url)
+    else:
+        sources = gather_sources(variant, store, onnx, dev_desc, installed, torch_loader is not None, gpu_index)
     request = Request(backend=backend, device=device, batch=batch, video=video, precision=precision, strict=strict)
     decision = decide(dev_desc, installed, sources, request)
     log.info("sam2edge backend selection for %s:\n%s", variant, decision.format())
@@ -258,7 +275,7 @@ def open_backends(name: str, *, backend: str = "auto", device: str = "auto", bat
             f"no usable backend for {variant} (backend={backend!r}, device={device!r}, strict={strict}):\n"
             + decision.format()
         )
-    factory = RunnerFactory(store, onnx, artifacts, torch_loader, threads)
+    factory = RunnerFactory(store, onnx, artifacts, torch_loader, threads, remote_url, host_constants)
     backends = BackendSet(decision, factory, artifacts, strict)
     return backends
 

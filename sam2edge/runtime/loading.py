@@ -19,10 +19,11 @@ from sam2edge.backends import registry
 from sam2edge.config import ModelConfig, get_config, resolve_name
 from sam2edge.contract.artifacts import Artifact
 from sam2edge.contract.manifest import onnx_dir, read_manifest, require
+from sam2edge.contract.serving import is_triton_url
 from sam2edge.download import MODELS_DIR_ENV, models_dir_checkpoint
 from sam2edge.errors import BackendUnavailableError, EngineMismatchError, InputError, UnknownModelError
 from sam2edge.integrity import sha256_file
-from sam2edge.runtime.checks import check_kwargs
+from sam2edge.runtime.checks import check_kwargs, positive_int
 from sam2edge.runtime.fallback import TorchLoader, open_backends
 
 log = logging.getLogger(__name__)
@@ -32,15 +33,16 @@ PREDICTOR_KWARGS = frozenset({
     "sam2_image_embeddings_cache", "sam2_low_resolution_masks_cache", "preprocessing", "max_batch_size",
     "max_hole_area", "max_sprinkle_area", "allow_client_image_hashes",
 })
-LOAD_KWARGS = frozenset({"backend", "device", "strict", "store_dir", "video", "api_key", "engines_dir"})
+LOAD_KWARGS = frozenset({"backend", "device", "strict", "store_dir", "video", "api_key", "engines_dir", "threads"})
 
 
 @dataclass(frozen=True)
 class ModelSource:
     """What ``from_pretrained`` was pointed at, resolved.
 
-    kind: "export" (a folder with ONNX artifacts), "checkpoint" (a .pt file) or "name" (a variant).
-    store_name: what the store is searched by (an export folder, or a variant name).
+    kind: "export" (a folder with ONNX artifacts), "checkpoint" (a .pt file), "name" (a variant) or
+    "triton" (``triton://host:port/prefix``: models served by a Triton server, see ``remote``).
+    store_name: what the store is searched by (an export folder, or a variant name; the URL for "triton").
     backend / strict: what will be asked of the selection (may differ from the request; see reason).
     """
 
@@ -53,6 +55,7 @@ class ModelSource:
     checkpoint: Path | None = None
     checkpoint_sha256: str | None = None  # an export is used only if made from exactly this checkpoint
     reason: str = ""  # why backend/strict differ from what was requested ("" when they do not)
+    remote: Any = None  # kind "triton": the RemoteModel the server describes (variant, checkpoint, constants)
 
     @property
     def model_id(self) -> str:
@@ -98,6 +101,11 @@ def torch_loader(name_or_path: str) -> TorchLoader:
 def resolve_source(target: str, backend: str = "auto", strict: bool = False, store_dir: str | None = None) -> ModelSource:
     """What ``target`` is, and with which backend request it can be opened (see :class:`ModelSource`)."""
     registry.check_choice(backend)
+    if is_triton_url(target):
+        return _triton_source(target, backend)
+    if backend == registry.TRITON:
+        raise InputError(f"backend={backend!r} runs models served by Triton: load triton://host:port/<model prefix>, "
+                         f"not {target!r}")
     path = Path(target)
     if path.is_dir():
         folder = path / "onnx" if (path / "onnx").is_dir() else path
@@ -115,6 +123,19 @@ def resolve_source(target: str, backend: str = "auto", strict: bool = False, sto
         ) from exc
     return ModelSource("name", get_config(name), name, torch_loader(name), backend, strict,
                        checkpoint_sha256=named_checkpoint_sha256(name))
+
+
+def _triton_source(url: str, backend: str) -> ModelSource:
+    """Models served by Triton: the triton backend only, strict (nothing local to fall back to, and a local
+    model is never a stand-in for the served one). The variant and checkpoint come from the served configs."""
+    from sam2edge.backends.triton_runner import describe_remote
+
+    if backend not in (registry.AUTO, registry.TRITON):
+        raise InputError(f"backend={backend!r} cannot run {url}: its models are served by Triton; "
+                         f"use backend={registry.TRITON!r} (or 'auto')")
+    remote = describe_remote(url)
+    return ModelSource("triton", get_config(remote.variant), url, None, registry.TRITON, True,
+                       checkpoint_sha256=remote.checkpoint_sha256, remote=remote)
 
 
 def named_checkpoint_sha256(name: str) -> str:
@@ -162,7 +183,8 @@ def _export_made_from(folder: Path, sha: str) -> tuple[bool, str]:
 
 
 def load_predictor(cls: type, model_name_or_path: str, backend: str = "auto", device: str | None = None,
-                   strict: bool = False, store_dir: str | None = None, video: bool = False, **kwargs: Any) -> Any:
+                   strict: bool = False, store_dir: str | None = None, video: bool = False, threads: int | None = None,
+                   **kwargs: Any) -> Any:
     """See SAM2.from_pretrained."""
     registry.check_choice(backend)
     if "engines_dir" in kwargs:  # the former name of store_dir
@@ -178,6 +200,9 @@ def load_predictor(cls: type, model_name_or_path: str, backend: str = "auto", de
         source.store_name, backend=source.backend, device=device or "auto", strict=source.strict,
         store_root=store_dir, artifacts=Artifact.ALL if video else Artifact.IMAGE, torch_loader=source.torch_loader,
         variant=source.config.name, checkpoint_sha256=source.checkpoint_sha256 if source.kind != "export" else None,
+        threads=None if threads is None else positive_int(threads, "threads"),
+        remote_url=source.store_name if source.kind == "triton" else None,
+        host_constants=source.remote.host_constants if source.remote is not None else None,
     )
     log.info("sam2edge: %s on %s", source.config.name, backends.active_backend)
     predictor = cls(backends.runners, source.config, backend=backends, model_id=source.model_id, **predictor_kwargs)

@@ -48,6 +48,7 @@ class Sources:
     onnx_bytes: int | None = None
     engines: tuple[EngineOption, ...] = ()
     export_hint: str = ""  # command that creates the ONNX export when it is missing
+    remote_url: str | None = None  # triton://host:port/prefix: models served by Triton, nothing local
 
 
 @dataclass(frozen=True)
@@ -102,12 +103,13 @@ class Decision:
 def decide(device: DeviceDescription, installed: Installed, sources: Sources, request: Request) -> Decision:
     """Every backend in order, admitted or excluded with a reason; the requested ones first."""
     wanted = wanted_backends(request)
-    order = [b for b in registry.ORDER if b in wanted] + [b for b in registry.ORDER if b not in wanted]
+    pool = registry.REMOTE_ORDER if sources.remote_url is not None else registry.ORDER  # never mixed: see the registry
+    order = [b for b in pool if b in wanted] + [b for b in pool if b not in wanted]
     gpu = _gpu(device, request.device)
     out = []
     for backend in order:
         on_gpu = backend in registry.GPU_BACKENDS
-        dev = (f"cuda:{gpu.index}" if gpu else "cuda") if on_gpu else "cpu"
+        dev = "remote" if backend in registry.REMOTE_BACKENDS else (f"cuda:{gpu.index}" if gpu else "cuda") if on_gpu else "cpu"
         if backend not in wanted and request.strict:
             out.append(Candidate(backend, dev, False, f"not requested (backend={request.backend!r}, "
                                                        f"device={request.device!r}, strict)"))
@@ -121,11 +123,12 @@ def decide(device: DeviceDescription, installed: Installed, sources: Sources, re
 
 def wanted_backends(request: Request) -> set[str]:
     wanted = set(registry.FAMILIES[registry.check_choice(request.backend)])
+    remote = wanted & registry.REMOTE_BACKENDS  # the server's devices are its own business
     if request.device == "cpu":
         wanted -= registry.GPU_BACKENDS
     elif request.device.startswith("cuda"):
         wanted &= registry.GPU_BACKENDS
-    return wanted
+    return wanted | remote
 
 
 def _gpu(device: DeviceDescription, requested: str) -> GpuInfo | None:
@@ -138,6 +141,8 @@ def _judge(backend: str, dev: str, gpu: GpuInfo | None, device: DeviceDescriptio
     missing = _missing(backend, gpu, device, installed, sources)
     if missing:
         return Candidate(backend, dev, False, missing)
+    if backend in registry.REMOTE_BACKENDS:  # no local memory to admit against: the server holds the models
+        return Candidate(backend, dev, True, f"served by Triton at {sources.remote_url}")
     if registry.family(backend) == registry.TENSORRT:
         return _judge_tensorrt(dev, gpu, device, sources, request)  # type: ignore[arg-type]
     if registry.family(backend) == registry.ONNXRUNTIME:
@@ -151,6 +156,12 @@ def _judge(backend: str, dev: str, gpu: GpuInfo | None, device: DeviceDescriptio
 def _missing(backend: str, gpu: GpuInfo | None, device: DeviceDescription, installed: Installed,
              sources: Sources) -> str:
     """Why ``backend`` cannot even be tried here, or "" when it can."""
+    if backend in registry.REMOTE_BACKENDS:
+        if sources.remote_url is None:
+            return "needs a model served by Triton: load triton://host:port/<model prefix>"
+        if installed.tritonclient is None:
+            return "tritonclient is not installed (pip install 'sam2edge[triton]')"
+        return ""
     on_gpu = backend in registry.GPU_BACKENDS
     if on_gpu and gpu is None:
         why = "; ".join(device.notes) or "the CUDA driver reports no GPU"

@@ -73,10 +73,12 @@ class SAM2:
     # -- construction ------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, model_name_or_path: str, api_key: str | None = None, **kwargs: Any) -> SAM2:
-        """Load a variant by name, an official checkpoint path, or an export folder.
+        """Load a variant by name, an official checkpoint path, an export folder, or the models a Triton
+        server serves (``"triton://host:8001/<model prefix>"``, a repository from ``sam2edge triton-repo``).
 
         ``api_key`` is accepted and ignored: everything runs offline. Keyword arguments:
-        ``backend`` ("auto" | "tensorrt" | "onnxruntime" | "torch"), ``device``, ``strict``,
+        ``backend`` ("auto" | "tensorrt" | "onnxruntime" | "torch" | "triton"), ``device``, ``strict``,
+        ``threads`` (CPU threads per ONNX Runtime session; default: the library's),
         ``store_dir`` (the artifact store; default $SAM2EDGE_STORE or engines/), ``video``,
         ``sam2_image_embeddings_cache``, ``sam2_low_resolution_masks_cache``,
         ``preprocessing`` ("auto" | "exact" | "opencv"), ``max_hole_area``, ``max_sprinkle_area``.
