@@ -1,0 +1,114 @@
+"""The images' and the Jetson set-up's Python steps resolve as wheels for their platforms (PyPI, no build).
+
+``pip download --only-binary=:all: --platform ... --python-version ...`` with the manylinux tags listed
+explicitly (pip does not expand them), against PyPI itself (``--isolated``: no local wheel folders or
+indexes). Each requirements file must be a complete lock: what pip resolves is exactly what the file pins.
+pip evaluates environment markers for the interpreter running it, not the target, so dependencies that only
+older Pythons need (exceptiongroup on 3.10) are pinned by hand and covered by the optional arm64 run.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.deploy.conftest import CA_BUNDLE, REPO, missing
+
+AARCH64 = ("manylinux_2_35_aarch64", "manylinux_2_34_aarch64", "manylinux_2_28_aarch64", "manylinux_2_27_aarch64",
+           "manylinux_2_17_aarch64", "manylinux2014_aarch64")  # JetPack 6 is Ubuntu 22.04: glibc 2.35
+X86_64 = ("manylinux_2_39_x86_64", "manylinux_2_35_x86_64", "manylinux_2_28_x86_64", "manylinux_2_27_x86_64",
+          "manylinux_2_17_x86_64", "manylinux2014_x86_64")  # Ubuntu 24.04 (glibc 2.39) and Debian 12 bases
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def pins(path: Path, skip: tuple[str, ...] = ()) -> dict[str, str]:
+    out = {}
+    for line in path.read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            name, version = line.split("==")
+            if canonical(name) not in skip:
+                out[canonical(name)] = version
+    return out
+
+
+def pip(command: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    options = ["--isolated", "--disable-pip-version-check", "--index-url", "https://pypi.org/simple"]
+    if Path(CA_BUNDLE).exists():
+        options += ["--cert", CA_BUNDLE]
+    return subprocess.run([sys.executable, "-m", "pip", command, *options, *args], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def pypi():
+    try:
+        r = pip("index", "versions", "pip", timeout=60)
+    except subprocess.TimeoutExpired:
+        r = None
+    if r is None or r.returncode != 0:
+        missing("PyPI is not reachable: the wheel checks ask it which wheels exist")
+
+
+def target(python: str, platforms: tuple[str, ...]) -> list[str]:
+    return ["--only-binary=:all:", "--python-version", python, *[a for p in platforms for a in ("--platform", p)]]
+
+
+def download(requirements: dict[str, str], python: str, platforms: tuple[str, ...], dest: Path,
+             *extra: str) -> dict[str, str]:
+    """pip download of the pins (with their dependencies) for the target; {name: version} of what came."""
+    t0 = time.monotonic()
+    r = pip("download", "-d", str(dest), *target(python, platforms), *extra, *[f"{n}=={v}" for n, v in requirements.items()])
+    assert r.returncode == 0, f"not resolvable as wheels for Python {python} {platforms[0]}:\n{r.stdout[-2000:]}{r.stderr[-3000:]}"
+    got = {}
+    for wheel in dest.glob("*.whl"):
+        name, version = wheel.name.split("-")[:2]
+        got[canonical(name)] = version
+    print(f"{len(got)} wheels for Python {python} {platforms[0]} in {time.monotonic() - t0:.1f} s")
+    return got
+
+
+def available(package: str, python: str, platforms: tuple[str, ...]) -> list[str]:
+    r = pip("index", "versions", package, *target(python, platforms), timeout=120)
+    match = re.search(r"Available versions: (.*)", r.stdout)
+    return match.group(1).split(", ") if r.returncode == 0 and match else []
+
+
+def test_jetson_requirements_resolve_as_aarch64_python310_wheels(tmp_path):
+    wanted = pins(REPO / "requirements" / "jetson.txt")
+    got = download(wanted, "3.10", AARCH64, tmp_path)
+    assert got == {**got, **wanted}, "a pinned version did not come"
+    assert set(got) <= set(wanted), f"unpinned dependencies: {sorted(set(got) - set(wanted))}"
+
+
+def test_onnxruntime_for_jetson_the_gpu_build_is_not_on_pypi_the_cpu_fallback_is():
+    assert available("onnxruntime-gpu", "3.10", AARCH64) == [], "PyPI has aarch64 GPU builds now: revisit ORT_INDEX_URL"
+    setup = (REPO / "jetson" / "setup.sh").read_text()
+    cpu = re.search(r'ORT_CPU_SPEC="onnxruntime==([0-9.]+)"', setup).group(1)
+    assert cpu in available("onnxruntime", "3.10", AARCH64)
+
+
+def test_x86_image_requirements_resolve_for_the_nvidia_base_python312(tmp_path):
+    """Python 3.11 is checked by really building the image (tests/deploy/test_image.py); 3.12 is the TensorRT
+    base image's. The 250 MB GPU ONNX Runtime wheel is only looked up."""
+    wanted = pins(REPO / "requirements" / "docker.txt")
+    ort = wanted.pop("onnxruntime-gpu")
+    got = download(wanted, "3.12", X86_64, tmp_path)
+    assert got == {**got, **wanted} and set(got) <= set(wanted), sorted(set(got) ^ set(wanted))
+    assert ort in available("onnxruntime-gpu", "3.12", X86_64)
+    assert ort in available("onnxruntime-gpu", "3.11", X86_64)
+
+
+def test_exporter_requirements_resolve_with_the_image_pins(tmp_path):
+    exporter = pins(REPO / "requirements" / "docker-export.txt")
+    constraints = pins(REPO / "requirements" / "docker.txt")
+    got = download(exporter, "3.12", X86_64, tmp_path, "-c", str(REPO / "requirements" / "docker.txt"))
+    unpinned = {n: v for n, v in got.items() if n not in exporter and constraints.get(n) != v}
+    assert not unpinned, f"dependencies pinned nowhere (or differently): {unpinned}"
