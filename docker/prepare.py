@@ -123,10 +123,10 @@ def ensure_engines(store: ArtifactStore, onnx: OnnxSet, precision: str = "fp16",
     device, installed = described or (probe_device(), probe_installed(check_providers=False))
     here = engine_fingerprint(device, installed)
     if here is None:
-        message = f"engines: none for this machine ({why_no_engines(device, installed)}); serving with ONNX Runtime"
+        why = why_no_engines(device, installed)
         if mode == "require":
-            raise PrepareError(message.replace("; serving with ONNX Runtime", "") + ", and SAM2EDGE_ENGINES_MODE=require")
-        log(message)
+            raise PrepareError(f"no TensorRT engines can be built here ({why}), and SAM2EDGE_ENGINES_MODE=require")
+        log(f"engines: none for this machine: {why}; serving with ONNX Runtime")
         return None
     for engines in store.engine_sets(onnx):
         if engines.precision != precision:
@@ -173,13 +173,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     store = ArtifactStore(args.store)
+    # stdout carries only the answer: whatever the exporter or builder prints (Python or C++) goes to stderr.
+    sys.stdout.flush()
+    answer = os.dup(1)
+    os.dup2(2, 1)
     try:
         onnx = find_export(store, args.model, allow_download=args.download)
         ensure_engines(store, onnx, args.precision, args.engines)
     except (PrepareError, Sam2EdgeError) as exc:
         say(f"error: {exc}")
         return 1
-    print(onnx.model_dir)
+    finally:
+        sys.stdout.flush()
+        os.dup2(answer, 1)
+        os.close(answer)
+    print(onnx.model_dir, flush=True)
     return 0
 
 

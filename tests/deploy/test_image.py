@@ -33,7 +33,7 @@ def scene() -> np.ndarray:
 
 
 def host_prediction(deployed: Deployed, rgb: np.ndarray, x: float, y: float):
-    """The host's answer on the same export (ONNX Runtime on the CPU): best mask and its score."""
+    """The host's answer on the same export (ONNX Runtime on the CPU): the best of three masks and its score."""
     from sam2edge import SAM2
 
     model = SAM2.from_pretrained(str(deployed.onnx_dir.parent), backend="onnxruntime", device="cpu",
@@ -58,7 +58,8 @@ def test_image_is_non_root_runtime_only_and_has_no_engines(image):
     env = dict(e.split("=", 1) for e in config["Env"])
     assert env["SAM2EDGE_STORE"] == "/data/engines" and env["SAM2EDGE_MODELS_DIR"] == "/data/models"
     probe = run(image, "bash", "-c", "id -u; id -Gn; python3 -c 'import importlib.util as u; print(u.find_spec(\"torch\"))'; "
-                "find / -xdev \\( -name '*.engine' -o -name '*.onnx' -o -name '*.pt' \\) -not -path '/proc/*' | head -5")
+                "find / -xdev \\( -name '*.engine' -o -name '*.plan' -o -name '*.onnx' -o -name '*.pt' \\) "
+                "-not -path '*/site-packages/onnxruntime/datasets/*' | head -5")
     lines = probe.stdout.split("\n")
     assert probe.returncode == 0, probe.output
     assert lines[0] == "10001" and "video" in lines[1].split(), lines
@@ -91,7 +92,7 @@ def test_segment_in_the_image_matches_the_host(image, deployed, io_dir):
     cv2.imwrite(str(io_dir / "in.png"), rgb[:, :, ::-1])
     mounts = deployed.mounts()
     mounts.volumes.append((io_dir, "/io", False))
-    r = run(image, "segment", "/io/in.png", "--point", "110,120", "--out", "/io/mask.png", "--json", mounts=mounts)
+    r = run(image, "segment", "/io/in.png", "--point", "110,120", "--multimask", "--out", "/io/mask.png", "--json", mounts=mounts)
     assert r.returncode == 0, r.output
     report = json.loads(r.stdout.strip().splitlines()[-1])
     theirs = cv2.imread(str(io_dir / "mask.png"), cv2.IMREAD_GRAYSCALE) > 127
@@ -161,7 +162,7 @@ def test_server_in_the_image_answers_roboflow_requests_with_the_key(image, deplo
 
         logs = docker("logs", container).stderr
         assert f"-> export /data/engines/{deployed.model_dir_name}/onnx" in logs, logs
-        assert "engines: none for this machine (no CUDA GPU visible" in logs, logs
+        assert "engines: none for this machine: no CUDA GPU visible" in logs, logs
         assert API_KEY not in logs  # the key is passed as a file, never echoed
         t0 = time.monotonic()
         docker("stop", "-t", "20", container, timeout=60)

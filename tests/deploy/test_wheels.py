@@ -13,6 +13,7 @@ import re
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -47,26 +48,17 @@ def pip(command: str, *args: str, timeout: float = 600) -> subprocess.CompletedP
     return subprocess.run([sys.executable, "-m", "pip", command, *options, *args], capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def pypi():
-    try:
-        r = pip("index", "versions", "pip", timeout=60)
-    except subprocess.TimeoutExpired:
-        r = None
-    if r is None or r.returncode != 0:
-        missing("PyPI is not reachable: the wheel checks ask it which wheels exist")
-
-
 def target(python: str, platforms: tuple[str, ...]) -> list[str]:
     return ["--only-binary=:all:", "--python-version", python, *[a for p in platforms for a in ("--platform", p)]]
 
 
-def download(requirements: dict[str, str], python: str, platforms: tuple[str, ...], dest: Path,
-             *extra: str) -> dict[str, str]:
-    """pip download of the pins (with their dependencies) for the target; {name: version} of what came."""
+def download(requirements: dict[str, str], python: str, platforms: tuple[str, ...], dest: Path) -> dict[str, str] | str:
+    """pip download of the pins (with their dependencies) for the target: {name: version} of what came, or
+    pip's error text when they do not resolve."""
     t0 = time.monotonic()
-    r = pip("download", "-d", str(dest), *target(python, platforms), *extra, *[f"{n}=={v}" for n, v in requirements.items()])
-    assert r.returncode == 0, f"not resolvable as wheels for Python {python} {platforms[0]}:\n{r.stdout[-2000:]}{r.stderr[-3000:]}"
+    r = pip("download", "-d", str(dest), *target(python, platforms), *[f"{n}=={v}" for n, v in requirements.items()])
+    if r.returncode != 0:
+        return f"not resolvable as wheels for Python {python} {platforms[0]}:\n{r.stdout[-2000:]}{r.stderr[-3000:]}"
     got = {}
     for wheel in dest.glob("*.whl"):
         name, version = wheel.name.split("-")[:2]
@@ -81,34 +73,53 @@ def available(package: str, python: str, platforms: tuple[str, ...]) -> list[str
     return match.group(1).split(", ") if r.returncode == 0 and match else []
 
 
-def test_jetson_requirements_resolve_as_aarch64_python310_wheels(tmp_path):
-    wanted = pins(REPO / "requirements" / "jetson.txt")
-    got = download(wanted, "3.10", AARCH64, tmp_path)
-    assert got == {**got, **wanted}, "a pinned version did not come"
+JETSON = pins(REPO / "requirements" / "jetson.txt")
+# The image's runtime and exporter pins, less the 250 MB GPU ONNX Runtime wheel (only looked up) and torch (the
+# PyTorch CPU index, not PyPI).
+IMAGE = {**pins(REPO / "requirements" / "docker.txt", skip=("onnxruntime-gpu",)), **pins(REPO / "requirements" / "docker-export.txt")}
+IMAGE_ORT = pins(REPO / "requirements" / "docker.txt")["onnxruntime-gpu"]
+CPU_ORT = re.search(r'ORT_CPU_SPEC="onnxruntime==([0-9.]+)"', (REPO / "jetson" / "setup.sh").read_text()).group(1)
+
+
+@pytest.fixture(scope="module")
+def pypi_answers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """Every question for PyPI at once (they are network-bound): two resolutions and four version lists."""
+    try:
+        reachable = pip("index", "versions", "pip", timeout=60).returncode == 0
+    except subprocess.TimeoutExpired:
+        reachable = False
+    if not reachable:
+        missing("PyPI is not reachable: the wheel checks ask it which wheels exist")
+    jobs = {
+        "jetson": (download, JETSON, "3.10", AARCH64, tmp_path_factory.mktemp("jetson-wheels")),
+        "image": (download, IMAGE, "3.12", X86_64, tmp_path_factory.mktemp("image-wheels")),
+        "ort-gpu-aarch64": (available, "onnxruntime-gpu", "3.10", AARCH64),
+        "ort-cpu-aarch64": (available, "onnxruntime", "3.10", AARCH64),
+        "ort-gpu-py312": (available, "onnxruntime-gpu", "3.12", X86_64),
+        "ort-gpu-py311": (available, "onnxruntime-gpu", "3.11", X86_64),
+    }
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        futures = {key: pool.submit(fn, *args) for key, (fn, *args) in jobs.items()}
+        return {key: future.result() for key, future in futures.items()}
+
+
+def check_lock(got: dict[str, str] | str, wanted: dict[str, str]) -> None:
+    assert isinstance(got, dict), got
+    assert got == {**got, **wanted}, f"a pinned version did not come: {sorted(set(wanted.items()) - set(got.items()))}"
     assert set(got) <= set(wanted), f"unpinned dependencies: {sorted(set(got) - set(wanted))}"
 
 
-def test_onnxruntime_for_jetson_the_gpu_build_is_not_on_pypi_the_cpu_fallback_is():
-    assert available("onnxruntime-gpu", "3.10", AARCH64) == [], "PyPI has aarch64 GPU builds now: revisit ORT_INDEX_URL"
-    setup = (REPO / "jetson" / "setup.sh").read_text()
-    cpu = re.search(r'ORT_CPU_SPEC="onnxruntime==([0-9.]+)"', setup).group(1)
-    assert cpu in available("onnxruntime", "3.10", AARCH64)
+def test_jetson_requirements_resolve_as_aarch64_python310_wheels(pypi_answers):
+    check_lock(pypi_answers["jetson"], JETSON)
 
 
-def test_x86_image_requirements_resolve_for_the_nvidia_base_python312(tmp_path):
-    """Python 3.11 is checked by really building the image (tests/deploy/test_image.py); 3.12 is the TensorRT
-    base image's. The 250 MB GPU ONNX Runtime wheel is only looked up."""
-    wanted = pins(REPO / "requirements" / "docker.txt")
-    ort = wanted.pop("onnxruntime-gpu")
-    got = download(wanted, "3.12", X86_64, tmp_path)
-    assert got == {**got, **wanted} and set(got) <= set(wanted), sorted(set(got) ^ set(wanted))
-    assert ort in available("onnxruntime-gpu", "3.12", X86_64)
-    assert ort in available("onnxruntime-gpu", "3.11", X86_64)
+def test_onnxruntime_for_jetson_the_gpu_build_is_not_on_pypi_the_cpu_fallback_is(pypi_answers):
+    assert pypi_answers["ort-gpu-aarch64"] == [], "PyPI has aarch64 GPU builds now: revisit ORT_INDEX_URL"
+    assert CPU_ORT in pypi_answers["ort-cpu-aarch64"]
 
 
-def test_exporter_requirements_resolve_with_the_image_pins(tmp_path):
-    exporter = pins(REPO / "requirements" / "docker-export.txt")
-    constraints = pins(REPO / "requirements" / "docker.txt")
-    got = download(exporter, "3.12", X86_64, tmp_path, "-c", str(REPO / "requirements" / "docker.txt"))
-    unpinned = {n: v for n, v in got.items() if n not in exporter and constraints.get(n) != v}
-    assert not unpinned, f"dependencies pinned nowhere (or differently): {unpinned}"
+def test_x86_image_requirements_resolve_for_the_nvidia_base_python312(pypi_answers):
+    """Python 3.12 is the TensorRT base image's; 3.11 is checked by really building the image on the stand-in
+    base (tests/deploy/test_image.py)."""
+    check_lock(pypi_answers["image"], IMAGE)
+    assert IMAGE_ORT in pypi_answers["ort-gpu-py312"] and IMAGE_ORT in pypi_answers["ort-gpu-py311"]
