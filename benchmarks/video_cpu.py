@@ -1,26 +1,34 @@
-"""Video tracking on the CPU: ours (PyTorch runners, objects batched) vs the official SAM2VideoPredictor.
+"""Video tracking on the CPU: ours (ONNX Runtime and PyTorch runners) vs the official SAM2VideoPredictor.
 
-Same random-weight checkpoint in both, fp32, same synthetic clip, same clicks. Three parts:
+Same random-weight checkpoint everywhere, fp32, same synthetic clip, same clicks, one process;
+every figure is a median of runs interleaved across the backends (ours ONNX Runtime, ours
+PyTorch, official), with the load average next to it. Three parts:
 
 1. ms per tracked frame vs number of objects (1, 2, 4, 8): all objects clicked on frame 0,
    then frames 1..F-1 tracked (memory depth 1..F-1 frames, the same for both): the wall time of
    the whole propagation (encoder and the clicked frame's memory encoding included) divided by
-   the number of tracked frames.
-2. memory attention vs memory length (padding or exact shapes?): one object, K=16 pointers,
-   F = 1, 4, 7, 16 memory frames.
+   the number of tracked frames. The marginal cost of an object is the least-squares slope.
+2. memory attention alone, one object, 16 pointers, F = 1, 4, 7 memory frames: ours on each
+   backend vs the official module called as its predictor calls it; matmul GFLOP of each form
+   and our fp32 matmul bound (GFLOP / the GEMM rate measured in this run), see
+   benchmarks/memory_attention_cost.py.
 3. memory over a stream: ours (``stream.track``) keeps a bounded bank; the official keeps every
    frame's image tensor and output. Bytes held after each frame, counted exactly from the
    arrays/tensors each keeps (ours: ``memory_bytes()``; official: every tensor in its state).
 
-    python benchmarks/video_cpu.py --objects 1,2,4,8 --frames 4 --stream-frames 24
+    python benchmarks/video_cpu.py --objects 1,2,4,8 --frames 5 --repeats 3 --onnx /tmp/video-bench-onnx
 
-Writes benchmarks/results/video_cpu.json and .md. Needs torch and the official sam2 package.
+``--onnx DIR`` is where the ONNX export of the random weights lives: it is exported there (a few
+minutes) unless DIR already holds an export of these weights by this code. Writes
+benchmarks/results/video_cpu.json and .md. Needs torch, onnxruntime, onnx and the official sam2.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
 import platform
 import statistics
 import sys
@@ -35,6 +43,11 @@ NAME = "sam2.1_hiera_tiny"
 HEIGHT, WIDTH = 96, 128
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, like the other benchmarks
 RESULTS = Path(__file__).parent / "results"
+TORCH, ONNX, OFFICIAL = "ours (PyTorch)", "ours (ONNX Runtime)", "official"
+# What a run is timed with: wall time (default), or this process's CPU time (``--clock cpu``, with
+# ``--threads 1`` a load-independent measure of the work done on a busy shared machine).
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+clock = CLOCKS["wall"]
 
 
 def synthetic_frames(n: int, seed: int = 0) -> list[np.ndarray]:
@@ -79,7 +92,41 @@ def build_models(threads: int):
     _patch_bf16(official.eval())
     net = build_model(NAME)
     net.load_state_dict(official.state_dict(), strict=True)
-    return SAM2(make_torch_runners(net.eval(), "cpu"), cfg), official
+    return net.eval(), SAM2(make_torch_runners(net.eval(), "cpu"), cfg), official
+
+
+def _fingerprint(net) -> str:
+    """sha256 of the weights and of the code that exports them (model/ and export/ sources)."""
+    h = hashlib.sha256()
+    for name, tensor in net.state_dict().items():
+        h.update(name.encode())
+        h.update(tensor.detach().contiguous().numpy().tobytes())
+    root = Path(__file__).resolve().parents[1] / "sam2edge"
+    for src in sorted([*root.glob("model/*.py"), *root.glob("export/*.py")]):
+        h.update(src.read_bytes())
+    return h.hexdigest()
+
+
+def onnx_predictor(net, folder: Path, threads: int):
+    """Our predictor on ONNX Runtime (CPU) from an export of ``net`` in ``folder`` (exported if absent or stale)."""
+    from sam2edge.backends.onnxruntime_runner import make_onnxruntime_runners
+    from sam2edge.config import get_config
+    from sam2edge.contract.manifest import read_manifest
+    from sam2edge.export.onnx_export import ExportSettings, export_model
+    from sam2edge.runtime.image.predictor import SAM2
+
+    sha = _fingerprint(net)
+    manifest = folder / "manifest.json"
+    if not manifest.is_file() or read_manifest(folder)["checkpoint"]["sha256"] != sha or \
+            set(read_manifest(folder)["artifacts"]) != {"image_encoder", "prompt_decoder", "memory_attention", "memory_encoder"}:
+        t0 = time.perf_counter()
+        print(f"exporting the random-weight model to {folder} (minutes on a 2-core CPU)", flush=True)
+        export_model(net, folder, {"path": f"random weights ({NAME}, seed 0)", "sha256": sha},
+                     settings=ExportSettings(threads=threads), progress=lambda m: print(m, flush=True))
+        print(f"exported in {time.perf_counter() - t0:.0f} s", flush=True)
+    pred = SAM2(make_onnxruntime_runners(folder, threads=threads), get_config(NAME))
+    pred.host_constants = read_manifest(folder)["host_constants"]
+    return pred
 
 
 def _patch_bf16(pred) -> None:
@@ -104,65 +151,66 @@ def jpeg_folder(frames: list[np.ndarray]) -> tempfile.TemporaryDirectory:
 def timed_steps(gen) -> list[float]:
     times = []
     while True:
-        t0 = time.perf_counter()
+        t0 = clock()
         try:
             next(gen)
         except StopIteration:
             return times
-        times.append(1000 * (time.perf_counter() - t0))
+        times.append(1000 * (clock() - t0))
 
 
-def bench_objects(ours, official, frames, folder: str, counts: list[int], skip_official: bool) -> list[dict]:
+def _track_ours(pred, frames, n: int) -> tuple[float, dict[str, int]]:
+    tracker = pred.track(frames, input_color_format="rgb", preprocessing="exact", fill_hole_area=0)
+    for k, xy in enumerate(clicks(n)):
+        tracker.add_points(0, k + 1, [xy], [1])
+    calls_before = dict(tracker.nets.calls)
+    # Frame 0 reuses the clicked outputs. Both sides are timed from the start of propagation, so
+    # the clicked frame's memory encoding counts for both (the official runs it in its preflight,
+    # before yielding frame 0; ours during the first tracked step), spread over the tracked frames.
+    steps = timed_steps(tracker.propagate())
+    calls = {a: tracker.nets.calls[a] - calls_before[a] for a in calls_before}
+    return sum(steps) / (len(steps) - 1), calls
+
+
+def _track_official(official, folder: str, n: int) -> float:
     import torch
 
+    with torch.inference_mode(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        state = official.init_state(folder)
+        for k, xy in enumerate(clicks(n)):
+            official.add_new_points_or_box(state, 0, k + 1, points=[xy], labels=[1])
+        steps = timed_steps(official.propagate_in_video(state))
+    return sum(steps) / (len(steps) - 1)
+
+
+def bench_objects(ours: dict, official, frames, folder: str, counts: list[int], repeats: int) -> list[dict]:
+    """ms per tracked frame for each object count: medians of ``repeats`` runs, backends interleaved."""
     rows = []
     for n in counts:
-        tracker = ours.track(frames, input_color_format="rgb", preprocessing="exact", fill_hole_area=0)
-        for k, xy in enumerate(clicks(n)):
-            tracker.add_points(0, k + 1, [xy], [1])
-        calls_before = dict(tracker.nets.calls)
-        # Frame 0 reuses the clicked outputs. Both sides are timed from the start of propagation, so
-        # the clicked frame's memory encoding counts for both (the official runs it in its preflight,
-        # before yielding frame 0; ours during the first tracked step), spread over the tracked frames.
-        steps = timed_steps(tracker.propagate())
-        mine = [sum(steps) / (len(steps) - 1)] * (len(steps) - 1)
-        calls = {a: tracker.nets.calls[a] - calls_before[a] for a in calls_before}
-        row = {"objects": n, "tracked_frames": len(mine), "ours_ms": mine, "ours_ms_mean": statistics.fmean(mine),
-               "ours_runner_calls": calls}
-        if not skip_official:
-            with torch.inference_mode(), warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                state = official.init_state(folder)
-                for k, xy in enumerate(clicks(n)):
-                    official.add_new_points_or_box(state, 0, k + 1, points=[xy], labels=[1])
-                steps = timed_steps(official.propagate_in_video(state))
-                theirs = [sum(steps) / (len(steps) - 1)] * (len(steps) - 1)
-            row.update(official_ms=theirs, official_ms_mean=statistics.fmean(theirs),
-                       speedup=statistics.fmean(theirs) / statistics.fmean(mine))
-        rows.append(row)
-        print(json.dumps({k: v for k, v in row.items() if not k.endswith("_ms")}), flush=True)
-    return rows
-
-
-def bench_memory_length(ours, lengths: list[int], repeats: int) -> list[dict]:
-    runner = ours.runners["memory_attention"]
-    rng = np.random.default_rng(0)
-    rows = []
-    for f in lengths:
-        feeds = {"vision_features": rng.standard_normal((1, 256, 64, 64)).astype(np.float32),
-                 "memory": rng.standard_normal((1, f, 64, 64, 64)).astype(np.float32),
-                 "memory_tpos": (np.arange(f) % 7).astype(np.int32),
-                 "obj_ptrs": rng.standard_normal((1, 16, 256)).astype(np.float32),
-                 "obj_ptr_offsets": (np.arange(16) / 15).astype(np.float32)}
-        runner.infer(feeds)
-        times = []
+        times: dict[str, list[float]] = {label: [] for label in [*ours, *([OFFICIAL] if official else [])]}
+        calls = {}
         for _ in range(repeats):
-            t0 = time.perf_counter()
-            runner.infer(feeds)
-            times.append(1000 * (time.perf_counter() - t0))
-        rows.append({"memory_frames": f, "ms": statistics.median(times)})
-        print(json.dumps(rows[-1]), flush=True)
+            for label, pred in ours.items():
+                ms, calls[label] = _track_ours(pred, frames, n)
+                times[label].append(ms)
+            if official is not None:
+                times[OFFICIAL].append(_track_official(official, folder, n))
+        ms = {label: statistics.median(t) for label, t in times.items()}
+        row = {"objects": n, "tracked_frames": len(frames) - 1, "ms": ms, "runs_ms": times, "runner_calls": calls,
+               "load_avg": os.getloadavg()[0]}
+        if official is not None:
+            row["speedup"] = {label: ms[OFFICIAL] / ms[label] for label in ours}
+        rows.append(row)
+        print(json.dumps({k: v for k, v in row.items() if k != "runs_ms"}), flush=True)
     return rows
+
+
+def marginal_ms(rows: list[dict], label: str) -> float:
+    """Least-squares slope of ms per tracked frame against the number of objects."""
+    xs = np.array([r["objects"] for r in rows], float)
+    ys = np.array([r["ms"][label] for r in rows], float)
+    return float(np.polyfit(xs, ys, 1)[0]) if len(rows) > 1 else float("nan")
 
 
 def _official_state_bytes(state: dict) -> int:
@@ -209,39 +257,60 @@ def bench_stream(ours, official, frames, folder: str, skip_official: bool) -> di
     return out
 
 
+def _fmt(v: float | None, spec: str = ".0f") -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def _objects_table(result: dict) -> list[str]:
+    rows = result["objects"]
+    labels = [lb for lb in (ONNX, TORCH, OFFICIAL) if lb in rows[0]["ms"]]
+    lines = ["| objects | " + " | ".join(f"{lb} ms/frame" for lb in labels) + " | "
+             + " | ".join(f"official / {lb}" for lb in labels if lb != OFFICIAL) + " | load avg |",
+             "|---:|" + "---:|" * (2 * len(labels) - (OFFICIAL in labels) + 1)]
+    for r in rows:
+        sp = [f"{r['speedup'][lb]:.2f}x" for lb in labels if lb != OFFICIAL] if "speedup" in r else []
+        lines.append(f"| {r['objects']} | " + " | ".join(f"{r['ms'][lb]:.0f}" for lb in labels) + " | "
+                     + " | ".join(sp) + f" | {r['load_avg']:.2f} |")
+    if len(rows) > 1:
+        slopes = {lb: marginal_ms(rows, lb) for lb in labels}
+        text = ", ".join(f"{lb} {slopes[lb]:.0f} ms" for lb in labels)
+        if OFFICIAL in slopes:
+            text += "; ours / official: " + ", ".join(f"{lb} {slopes[lb] / slopes[OFFICIAL]:.2f}x"
+                                                        for lb in labels if lb != OFFICIAL)
+        lines += ["", f"Marginal cost of an object (least-squares slope over {[r['objects'] for r in rows]} objects): "
+                  f"{text}."]
+        per = {lb: {k: round(v / rows[-1]['tracked_frames'], 2) for k, v in c.items()}
+               for lb, c in rows[-1]["runner_calls"].items()}
+        lines += ["", f"Our runner calls per tracked frame with {rows[-1]['objects']} objects: {per}."]
+    return lines
+
+
+def _memory_table(result: dict) -> list[str]:
+    rows = result["memory_attention"]
+    labels = list(rows[0]["ms"])
+    lines = ["", f"Memory attention alone, {rows[0]['objects']} object, {rows[0]['pointers']} pointers; fp32 GEMM rate "
+             f"measured in this run: {result['gemm_peak_gflops']:.0f} GFLOP/s ({result['threads']} threads, same clock).", "",
+             "| memory frames | " + " | ".join(f"{lb} ms" for lb in labels)
+             + " | GFLOP ours / official | our bound ms | ours (ONNX Runtime) / bound | load avg |",
+             "|---:|" + "---:|" * (len(labels) + 4)]
+    for r in rows:
+        onnx = r["ms"].get(ONNX)
+        lines.append(f"| {r['memory_frames']} | " + " | ".join(f"{r['ms'][lb]:.0f}" for lb in labels)
+                     + f" | {r['gflop_ours']:.0f} / {r['gflop_official']:.0f} | {r['bound_ms']:.0f} | "
+                     + (f"{onnx / r['bound_ms']:.2f}x" if onnx else "-") + f" | {r['load_avg']:.2f} |")
+    return lines
+
+
 def markdown(result: dict) -> str:
     lines = [f"# Video tracking on the CPU ({result['model']}, fp32, random weights)", "",
-             f"{result['machine']}; torch threads {result['threads']}; clip {WIDTH}x{HEIGHT}, "
-             f"{result['frames']} frames (tracked frames 1..{result['frames'] - 1}). Times are the whole "
-             "propagation over the tracked frames, encoder and the clicked frame's memory encoding included.", "",
-             "| objects | ours ms/frame | official ms/frame | official / ours | our runner calls per frame |",
-             "|---:|---:|---:|---:|---|"]
-    for r in result["objects"]:
-        per = {k: round(v / r["tracked_frames"], 2) for k, v in r["ours_runner_calls"].items()}
-        off = f"{r['official_ms_mean']:.0f}" if "official_ms_mean" in r else "-"
-        sp = f"{r['speedup']:.2f}x" if "speedup" in r else "-"
-        lines.append(f"| {r['objects']} | {r['ours_ms_mean']:.0f} | {off} | {sp} | {per} |")
-    rows = result["objects"]
-    if len(rows) > 1:
-        lo, hi = rows[0], rows[-1]
-        extra = hi["objects"] - lo["objects"]
-        ours_step = (hi["ours_ms_mean"] - lo["ours_ms_mean"]) / extra
-        theirs_step = ((hi["official_ms_mean"] - lo["official_ms_mean"]) / extra) if "official_ms_mean" in hi else None
-        per_obj = f"ours {ours_step:.0f} ms" + (f", official {theirs_step:.0f} ms" if theirs_step is not None else "")
-        lines += ["", f"Each extra object costs {per_obj} per frame (from {lo['objects']} to {hi['objects']} objects); "
-                  f"one object costs ours {lo['ours_ms_mean']:.0f} ms"
-                  + (f", official {lo['official_ms_mean']:.0f} ms" if "official_ms_mean" in lo else "") + " per frame."]
-    lines += ["", "Notes: the image encoder runs once per frame in both (the official caches the last frame's "
-              "features). Ours runs the decoder, memory attention and memory encoder once per frame for all objects "
-              "together (the decoder takes one memory-conditioned embedding per object; memory_encoder 1.33/frame: "
-              "the clicked frame's memory is encoded during the first tracked step); the official also runs its objects "
-              "as one batch, so on a compute-bound CPU the two differ by implementation, not by batching. "
-              "Each row is one run: the whole propagation's time over the tracked frames (not a median of runs)."]
-    if result.get("memory_length"):
-        lines += ["", "Memory attention, 1 object, 16 pointers (cost grows with the memory length, so the tracker "
-                  "runs exact shapes - TensorRT profiles - instead of padding to the maximum):", "",
-                  "| memory frames | ms |", "|---:|---:|"]
-        lines += [f"| {r['memory_frames']} | {r['ms']:.0f} |" for r in result["memory_length"]]
+             f"{result['machine']}; {result['threads']} threads; {result.get('clock', 'wall')} time; "
+             f"clip {WIDTH}x{HEIGHT} (model input 1024²), "
+             f"{result['frames']} frames (tracked frames 1..{result['frames'] - 1}), medians of {result['repeats']} runs "
+             "interleaved across backends. Times are the whole propagation over the tracked frames, encoder and the "
+             "clicked frame's memory encoding included.", ""]
+    lines += _objects_table(result)
+    if result.get("memory_attention"):
+        lines += _memory_table(result)
     s = result.get("stream")
     if s:
         lines += ["", f"Bytes held while streaming {s['frames']} frames (1 object): ours = cached features of the "
@@ -253,17 +322,26 @@ def markdown(result: dict) -> str:
         for i in sorted({*range(0, n, max(1, n // 8)), n - 1}):
             theirs = f"{off[i] / 2**20:.1f}" if i < len(off) else "-"
             lines.append(f"| {i + 1} | {s['ours_bytes'][i] / 2**20:.1f} | {theirs} |")
+    lines += ["", f"Load average (1/5/15 min) at start: {result['load_start']}, at end: {result['load_end']}."]
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
+    from benchmarks.memory_attention_cost import bench_memory_attention, gemm_peak_gflops
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--objects", default="1,2,4,8")
-    p.add_argument("--frames", type=int, default=4, help="clip length for the per-object timing")
-    p.add_argument("--memory-lengths", default="1,4,7,16", help="empty to skip part 2")
-    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--frames", type=int, default=5, help="clip length for the per-object timing")
+    p.add_argument("--memory-lengths", default="1,4,7", help="empty to skip part 2")
+    p.add_argument("--pointers", type=int, default=16, help="object pointers in part 2")
+    p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--stream-frames", type=int, default=24, help="0 to skip part 3")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+                   help="wall time, or process CPU time (use with --threads 1 on a busy machine)")
+    p.add_argument("--onnx", default=str(Path(tempfile.gettempdir()) / "sam2edge-video-bench-onnx"),
+                   help="export folder of the random weights (exported there if absent or stale)")
+    p.add_argument("--backends", default="onnxruntime,torch", help="ours: onnxruntime, torch or both")
     p.add_argument("--skip-official", action="store_true")
     p.add_argument("--out", default=str(RESULTS / "video_cpu.json"))
     p.add_argument("--markdown-only", action="store_true", help="rewrite the .md from an existing --out JSON")
@@ -272,18 +350,32 @@ def main(argv: list[str] | None = None) -> int:
         result = json.loads(Path(args.out).read_text())
         Path(args.out).with_suffix(".md").write_text(markdown(result))
         return 0
-    ours, official = build_models(args.threads)
+    global clock
+    clock = CLOCKS[args.clock]
+    load_start = [round(v, 2) for v in os.getloadavg()]
+    net, ours_torch, official = build_models(args.threads)
+    ours = {}
+    if "onnxruntime" in args.backends:
+        ours[ONNX] = onnx_predictor(net, Path(args.onnx), args.threads)
+    if "torch" in args.backends:
+        ours[TORCH] = ours_torch
+    official_or_none = None if args.skip_official else official
     counts = [int(v) for v in args.objects.split(",") if v]
     frames = synthetic_frames(max(args.frames, args.stream_frames))
-    result = {"model": NAME, "machine": f"{platform.processor() or platform.machine()}, {platform.system()}",
-              "threads": args.threads, "frames": args.frames}
+    result = {"model": NAME, "machine": f"{platform.processor() or platform.machine()}, {platform.system()}, "
+              f"{os.cpu_count()} CPUs", "threads": args.threads, "clock": args.clock, "frames": args.frames, "repeats": args.repeats,
+              "load_start": load_start, "gemm_peak_gflops": gemm_peak_gflops(clock=clock)}
     with jpeg_folder(frames[: args.frames]) as folder:
-        result["objects"] = bench_objects(ours, official, frames[: args.frames], folder, counts, args.skip_official)
+        result["objects"] = bench_objects(ours, official_or_none, frames[: args.frames], folder, counts, args.repeats)
     lengths = [int(v) for v in args.memory_lengths.split(",") if v]
-    result["memory_length"] = bench_memory_length(ours, lengths, args.repeats) if lengths else []
+    if lengths:
+        runners = {label: pred.runners["memory_attention"] for label, pred in ours.items()}
+        result["memory_attention"] = bench_memory_attention(runners, official_or_none, lengths, args.pointers,
+                                                            args.repeats, result["gemm_peak_gflops"], clock=clock)
     if args.stream_frames:
         with jpeg_folder(frames[: args.stream_frames]) as folder:
-            result["stream"] = bench_stream(ours, official, frames[: args.stream_frames], folder, args.skip_official)
+            result["stream"] = bench_stream(ours_torch, official, frames[: args.stream_frames], folder, args.skip_official)
+    result["load_end"] = [round(v, 2) for v in os.getloadavg()]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

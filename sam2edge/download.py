@@ -1,10 +1,17 @@
-"""Fetching the official checkpoints into a local cache, verified by sha256.
+"""Finding checkpoints by name, offline first, and fetching the official ones into a local cache.
+
+A variant name resolves, in this order, to ``$SAM2EDGE_MODELS_DIR/<name>.pt`` (checkpoints copied
+by hand onto an air-gapped machine, used as they are), the download cache (``$SAM2EDGE_CACHE`` or
+``~/.cache/sam2edge``, sha256-verified), and a download from the official host or from
+``$SAM2EDGE_MIRROR`` (a base URL serving the files under their official names). Every command
+resolves names here (``resolve_checkpoint``), so all of them honour these variables.
 
 Only the standard library is used (urllib, hashlib), so the light runtime can fetch a
 checkpoint without PyTorch or ``requests``. A download streams into ``<file>.part``; an
 interrupted one resumes from there with an HTTP Range request (and starts over when the
 server ignores the range). The finished file is hashed and moved into place atomically,
-so the cache never holds a file whose hash was not checked.
+so the cache never holds a file whose hash was not checked. The lock file that serialises
+concurrent downloads is removed when the download ends, whether it succeeded or not.
 """
 
 from __future__ import annotations
@@ -26,6 +33,8 @@ from sam2edge.errors import CheckpointError, DownloadError, UnknownModelError
 from sam2edge.integrity import sha256_file
 
 CACHE_ENV = "SAM2EDGE_CACHE"
+MODELS_DIR_ENV = "SAM2EDGE_MODELS_DIR"  # hand-copied checkpoints: <dir>/<variant name>.pt
+MIRROR_ENV = "SAM2EDGE_MIRROR"  # a base URL serving <variant name>.pt (air-gapped sites)
 _CHUNK = 1 << 20
 _STAMP_SUFFIX = ".verified"  # sidecar: the sha256 we checked, with the size and mtime it was checked at
 
@@ -68,18 +77,63 @@ def is_verified(path: Path, expected_sha256: str) -> bool:
 
 @contextlib.contextmanager
 def _file_lock(path: Path) -> Iterator[None]:
-    """An exclusive advisory lock on ``<path>.lock`` (POSIX only; a no-op elsewhere)."""
+    """An exclusive advisory lock on ``<path>.lock`` (POSIX only; a no-op elsewhere), removed on exit.
+
+    The lock file is unlinked while it is held; a process that was waiting on it then finds that its
+    open file is no longer the one at the path (inode check) and locks the new one, so removing the
+    file never lets two processes hold the lock at once."""
     try:
         import fcntl
     except ImportError:  # pragma: no cover - Windows
         yield
         return
-    with open(path.with_name(path.name + ".lock"), "a+b") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    lock = path.with_name(path.name + ".lock")
+    while True:
+        handle = open(lock, "a+b")  # noqa: SIM115 - closed below on every path
         try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                if os.stat(lock).st_ino == os.fstat(handle.fileno()).st_ino:
+                    break  # we hold the lock on the file that is at the path
+            except FileNotFoundError:
+                pass  # its holder removed it: lock the next one
+        except BaseException:
+            handle.close()
+            raise
+        handle.close()
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            lock.unlink()
+        handle.close()
+
+
+def mirror_url(filename: str) -> str | None:
+    """``$SAM2EDGE_MIRROR/<filename>`` when a mirror is configured."""
+    base = os.environ.get(MIRROR_ENV, "").strip()
+    return f"{base.rstrip('/')}/{filename}" if base else None
+
+
+def models_dir_checkpoint(name: str) -> Path | None:
+    """``$SAM2EDGE_MODELS_DIR/<official name>.pt`` for a variant name or alias, if that file exists."""
+    folder = os.environ.get(MODELS_DIR_ENV, "").strip()
+    if not folder:
+        return None
+    try:
+        official = resolve_name(name)
+    except UnknownModelError:
+        return None
+    candidate = Path(folder).expanduser() / get_config(official).filename
+    return candidate if candidate.is_file() else None
+
+
+def offline_hint(name: str) -> str:
+    """What to do when a checkpoint cannot be fetched."""
+    cfg = get_config(name)
+    where = os.environ.get(MODELS_DIR_ENV) or "<folder>"
+    return (f"offline? copy {cfg.filename} (from {cfg.url}) to ${MODELS_DIR_ENV} (export {MODELS_DIR_ENV}={where}), "
+            f"or point ${MIRROR_ENV} at a server that has it; see the README's 'Offline / air-gapped'")
 
 
 class _Progress:
@@ -201,7 +255,7 @@ def download_checkpoint(
     (the bad file is deleted).
     """
     cfg = get_config(name)
-    url = url or cfg.url
+    url = url or mirror_url(cfg.filename) or cfg.url
     sha = (expected_sha256 or cfg.sha256).lower()
     if not url.startswith(("http://", "https://")):
         raise DownloadError(f"cannot download {cfg.name} from {url!r}: only http(s) URLs are supported")
@@ -219,6 +273,8 @@ def download_checkpoint(
         bar = _Progress(cfg.filename, progress)
         try:
             _fetch_with_retries(url, part, timeout, bar, retries)
+        except DownloadError as exc:
+            raise type(exc)(f"{exc}; {offline_hint(cfg.name)}") from exc
         finally:
             bar.close()
         actual = sha256_file(part)
@@ -256,7 +312,8 @@ def resolve_checkpoint(
     download: bool = True,
     **download_kwargs,
 ) -> Path:
-    """A checkpoint path for an existing file, or a variant name (downloaded if needed).
+    """A checkpoint path for an existing file, or a variant name: ``$SAM2EDGE_MODELS_DIR/<name>.pt``,
+    else the verified cache, else downloaded (see the module docstring).
 
     Raises CheckpointError when it is neither, or when the cached file is absent or fails
     its sha256 and ``download`` is False.
@@ -271,6 +328,9 @@ def resolve_checkpoint(
             f"checkpoint {str(name_or_path)!r} is neither an existing file nor a known variant; "
             f"pass a path to a .pt file or one of {variant_names()}"
         ) from e
+    local = models_dir_checkpoint(official)
+    if local is not None:
+        return local
     cfg = get_config(official)
     target = cached_checkpoint_path(official, cache_dir)
     sha = download_kwargs.get("expected_sha256") or cfg.sha256
@@ -279,7 +339,8 @@ def resolve_checkpoint(
     if not download:
         state = "fails its sha256 check" if target.exists() else "is not in the cache"
         raise CheckpointError(
-            f"checkpoint {official} {state} ({target}); call download_checkpoint({official!r}) or "
-            f"resolve_checkpoint(..., download=True), or set {CACHE_ENV} to a folder that holds it"
+            f"checkpoint {official} {state} ({target}) and ${MODELS_DIR_ENV} has no {cfg.filename}; run "
+            f"`sam2edge download {official}` (or download_checkpoint({official!r})), or copy the file into "
+            f"${MODELS_DIR_ENV} or ${CACHE_ENV}"
         )
     return download_checkpoint(official, cache_dir=cache_dir, **download_kwargs)

@@ -4,4 +4,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ruff check sam2edge tests benchmarks
 lint-imports
-python3 -m pytest -q -rs "$@"
+python3 -m pytest -q -rs --durations=40 "$@"

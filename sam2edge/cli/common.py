@@ -1,4 +1,5 @@
-"""What every command shares: the model options, prompt parsing, device checks, progress on stderr."""
+"""What every command shares: the model options, prompt parsing (one group per object), device checks,
+progress on stderr."""
 
 from __future__ import annotations
 
@@ -6,12 +7,14 @@ import argparse
 import re
 import sys
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from sam2edge.backends import registry
 from sam2edge.contract.manifest import DEFAULT_STORE, STORE_ENV
+from sam2edge.download import MODELS_DIR_ENV
+from sam2edge.errors import InputError
 from sam2edge.runtime.image.predictor import SAM2
-from sam2edge.runtime.loading import MODELS_DIR_ENV
 
 DEFAULT_MODEL = "sam2.1_hiera_tiny"
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
@@ -41,6 +44,98 @@ def parse_box(text: str) -> tuple[float, float, float, float]:
     return vals  # type: ignore[return-value]
 
 
+def non_negative_int(text: str) -> int:
+    """An integer >= 0 (``--max-frames``, ``--frame``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+# -- objects: --obj ID opens a group; the --point/--box (and --frame) after it belong to it ------
+OBJECTS_HELP = (
+    "several objects: each --obj ID starts the prompts of one object; the --point/--box{frame}\n"
+    "options after it belong to that object (one --box per object). Without --obj, every prompt\n"
+    "belongs to object 1."
+)
+
+
+@dataclass(frozen=True)
+class ObjectPrompt:
+    """The prompts of one object: clicks (x, y, label), at most one box, and (track) their frame."""
+
+    obj: int
+    points: tuple[tuple[float, float, int], ...]
+    box: tuple[float, float, float, float] | None
+    frame: int = 0
+
+
+class _Group(argparse.Action):
+    """--obj opens a new group; --point, --box and --frame add to the group opened last."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, value: Any,
+                 option_string: str | None = None) -> None:
+        groups = list(getattr(namespace, "objects", None) or [])
+        if option_string == "--obj":
+            groups.append({"obj": value, "points": [], "boxes": [], "frame": None})
+        else:
+            if not groups:
+                groups.append({"obj": None, "points": [], "boxes": [], "frame": None})
+            key = {"--point": "points", "--box": "boxes"}.get(option_string or "")
+            if key:
+                groups[-1][key].append(value)
+            else:
+                groups[-1]["frame"] = value
+        namespace.objects = groups
+
+
+def add_object_options(p: argparse.ArgumentParser, frame: bool = False) -> None:
+    """--obj ID, --point X,Y[:LABEL], --box X0,Y0,X1,Y1 (and --frame N): repeatable, grouped per object."""
+    g = p.add_argument_group("prompts", OBJECTS_HELP.format(frame=", --frame" if frame else ""))
+    g.add_argument("--obj", action=_Group, dest="objects", type=int, metavar="ID",
+                   help="start the prompts of object ID (repeat for several objects)")
+    g.add_argument("--point", action=_Group, dest="objects", type=parse_point, metavar="X,Y[:LABEL]",
+                   help="a click in pixels; label 1 on the object (default), 0 background; repeatable")
+    g.add_argument("--box", action=_Group, dest="objects", type=parse_box, metavar="X0,Y0,X1,Y1",
+                   help="a box around the object, in pixels (one per object)")
+    if frame:
+        g.add_argument("--frame", action=_Group, dest="objects", type=non_negative_int, metavar="N",
+                       help="the frame this object's prompts are on (default 0; before any --obj: every object's default)")
+
+
+def object_prompts(args: argparse.Namespace) -> list[ObjectPrompt]:
+    """The objects the prompt options describe, checked (see OBJECTS_HELP)."""
+    groups = list(getattr(args, "objects", None) or [])
+    implicit = groups.pop(0) if groups and groups[0]["obj"] is None else None
+    default_frame = (implicit or {}).get("frame") or 0
+    for g in groups:
+        if not g["points"] and not g["boxes"]:
+            raise InputError(f"--obj {g['obj']} has no --point or --box after it: an object's prompts follow its --obj "
+                             f"(e.g. --obj {g['obj']} --box X0,Y0,X1,Y1)")
+    if implicit and (implicit["points"] or implicit["boxes"]):
+        if groups:
+            raise InputError("the --point/--box before the first --obj belong to no object: with several objects, put "
+                             "each object's prompts after its --obj ID")
+        groups = [{**implicit, "obj": 1}]
+    if not groups:
+        raise InputError("give at least one --point X,Y[:LABEL] or a --box X0,Y0,X1,Y1 (several objects: --obj ID before each)")
+    seen: set[int] = set()
+    out = []
+    for g in groups:
+        if g["obj"] in seen:
+            raise InputError(f"--obj {g['obj']} is given twice; give all of an object's prompts after one --obj")
+        seen.add(g["obj"])
+        if len(g["boxes"]) > 1:
+            raise InputError(f"object {g['obj']} has {len(g['boxes'])} boxes; give one --box per object "
+                             "(start another object with --obj ID)")
+        frame = g["frame"] if g["frame"] is not None else default_frame
+        out.append(ObjectPrompt(g["obj"], tuple(g["points"]), g["boxes"][0] if g["boxes"] else None, frame))
+    return out
+
+
 def parse_device(text: str) -> str:
     """'auto', 'cpu', 'cuda' or 'cuda:N'."""
     if not _DEVICE.match(text):
@@ -57,8 +152,8 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     """--model, --backend, --device, --strict, --store: the same everywhere a model is loaded."""
     g = p.add_argument_group("model")
     g.add_argument("--model", default=DEFAULT_MODEL,
-                   help=f"variant name (official checkpoint from ${MODELS_DIR_ENV}, the cache, or downloaded once), "
-                        f"a checkpoint .pt, or an export folder (default {DEFAULT_MODEL})")
+                   help=f"variant name (its checkpoint is taken from ${MODELS_DIR_ENV}/<name>.pt, else the download cache, "
+                        f"else downloaded once), a checkpoint .pt, or an export folder (default {DEFAULT_MODEL})")
     g.add_argument("--backend", default=registry.AUTO, choices=registry.CHOICES,
                    help="auto picks the fastest that fits and falls back with a logged reason; a named backend "
                         "is used as asked (add --fallback to allow others if it fails)")

@@ -120,17 +120,38 @@ def _doctor_store(r: DoctorReport, device: DeviceDescription, installed: Install
     for onnx in models:
         sources = gather_sources(onnx.variant, store, onnx, device, installed, torch_weights=False)
         r.add(f"  {onnx.model_dir.name}: ONNX export, {mib(sources.onnx_bytes)}")
-        for e in sources.engines:
-            state = "usable here" if not e.problems else "NOT usable: " + "; ".join(e.problems)
-            r.add(f"    tensorrt {e.precision} {Path(e.dir).name}: {state}")
-            if e.problems:
-                r.add(f"      rebuild: {e.rebuild_command}")
+        for line in engine_lines(sources):
+            r.add("    " + line)
         _doctor_decision(r, decide(device, installed, sources, Request(batch=batch)), f"{onnx.variant} (batch {batch})")
     # Without an export, the PyTorch backends still run from a checkpoint.
+    _doctor_decision(r, auto_decision(variant_names()[0], store, None, device, installed, batch, torch_weights=True),
+                     f"a checkpoint without export ({variant_names()[0]}, batch {batch})")
 
-    generic = gather_sources(variant_names()[0], store, None, device, installed, torch_weights=True)
-    _doctor_decision(r, decide(device, installed, generic, Request(batch=batch)),
-                     f"a checkpoint without export ({generic.variant}, batch {batch})")
+
+def auto_decision(variant: str, store: ArtifactStore, onnx: Any, device: DeviceDescription, installed: Installed,
+                  batch: int = 1, torch_weights: bool = False) -> Any:
+    """What ``auto`` would pick for ``variant`` from one export (or none) and, if there is one, a checkpoint."""
+    sources = gather_sources(variant, store, onnx, device, installed, torch_weights=torch_weights)
+    return decide(device, installed, sources, Request(batch=batch))
+
+
+def engine_lines(sources: Any) -> list[str]:
+    """One line per TensorRT engine set of an export: usable here, or why not and how to rebuild it."""
+    lines = []
+    for e in sources.engines:
+        state = "usable here" if not e.problems else "NOT usable: " + "; ".join(e.problems)
+        lines.append(f"tensorrt {e.precision} {Path(e.dir).name}: {state}")
+        if e.problems:
+            lines.append(f"  rebuild: {e.rebuild_command}")
+    return lines
+
+
+def decision_summary(decision: Any) -> str:
+    """``backend on device (reason)``, or what kept every backend out."""
+    chosen = decision.chosen
+    if chosen is not None:
+        return f"{chosen.backend} on {chosen.device} ({chosen.reason})"
+    return "NOTHING USABLE (" + "; ".join(f"{c.backend}: {c.reason}" for c in decision.candidates[:3]) + ")"
 
 
 def _doctor_decision(r: DoctorReport, decision: Any, label: str) -> None:

@@ -27,7 +27,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("sam2edge.cli.doctor", "report GPUs, libraries, the store and what auto would pick"),
     "download": ("sam2edge.cli.download", "download an official checkpoint"),
     "serve": ("sam2edge.cli.serve", "serve the model over HTTP (Roboflow API, video sessions, camera, page)"),
+    "models": ("sam2edge.cli.models", "list the variants, local checkpoints, exports, engines and what auto would pick"),
 }
+
+ENVIRONMENT = (
+    "environment (offline / air-gapped: see the README):\n"
+    "  SAM2EDGE_MODELS_DIR  checkpoints copied by hand, as <dir>/<variant>.pt (e.g. sam2.1_hiera_tiny.pt); used\n"
+    "                       first by every command, before the download cache and any download\n"
+    "  SAM2EDGE_MIRROR      base URL to download <variant>.pt from instead of the official host\n"
+    "  SAM2EDGE_CACHE       the download cache (default ~/.cache/sam2edge)\n"
+    "  SAM2EDGE_STORE       the artifact store of exports and engines (default engines/)"
+)
 
 
 def _verbose_parent() -> argparse.ArgumentParser:
@@ -41,13 +51,14 @@ def _verbose_parent() -> argparse.ArgumentParser:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sam2edge", parents=[_verbose_parent()],
                                      description="SAM2 segmentation for edge and on-prem deployment",
-                                     epilog="exit codes: 0 ok, 1 error, 2 usage, 3 unexpected error, 130 interrupted")
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="exit codes: 0 ok, 1 error, 2 usage, 3 unexpected error, 130 interrupted\n\n" + ENVIRONMENT)
     parser.add_argument("--version", action="version", version=f"sam2edge {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
         mod = importlib.import_module(module)
         p = sub.add_parser(name, help=help_text, description=(mod.__doc__ or help_text).replace("``", ""), parents=[_verbose_parent()],
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+                           formatter_class=argparse.RawDescriptionHelpFormatter, epilog=ENVIRONMENT)
         mod.add_arguments(p)
         p.set_defaults(_run=mod.run)
     return parser

@@ -14,16 +14,45 @@ concatenated tensor plus a Python count of pointer tokens:
 - ``obj_ptrs`` [B, K, 64]: object-pointer tokens (not rotated), K may be 0.
 
 F and K are read from tensor shapes only, so both stay dynamic in an exported graph.
+
+Cost (per object, 4096 queries, F memory frames, D = 256): each layer's cross-attention
+scores and weighted sum are 2 x 4096 x F*4096 x 256 multiply-adds, 80-90% of the work. What
+is done about it:
+
+- the current frame is shared: given ``curr`` with batch 1, layer 0's self-attention and its
+  cross-attention queries (object-independent) are computed once for all B objects;
+- the cross-attention attends over the 64-channel memory itself and projects afterwards
+  (softmax rows sum to 1, so P @ (M Wv' + bv) = (P @ M) Wv' + bv), with out_proj and v_proj
+  composed into one 64 -> 256 map: the weighted sum costs 64 channels instead of 256 (a 4x
+  smaller second MatMul). PyTorch's fused SDPA kernel needs equal key and value widths, so
+  this runs as plain attention in query chunks: in exported graphs and in eager CPU, where
+  it beats the fused kernel with 256-channel values; eager CUDA keeps the fused kernel;
+- RoPE is a second projection with pair-swapped weight rows plus two elementwise passes
+  (``rope.rotate_projected``), bit-identical to the pairwise form;
+- plain attention folds the softmax scale (1/16, exact) into the query weights and runs in
+  query chunks, so no [B, 4096, F*4096] score matrix is held at once.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from sam2edge.model.common import sine_position_encoding_2d
-from sam2edge.model.rope import apply_rope, apply_rope_per_frame, axial_rope_tables
+from sam2edge.model.common import is_tracing, sine_position_encoding_2d
+from sam2edge.model.rope import interleaved_rope_tables, rotate_projected, swap_pairs
+
+# Query chunks of the plain (unfused) attention. Every query row is its own softmax, so chunking
+# changes no value; it bounds the score block to [B, chunk, F*4096] (a whole [B, 4096, F*4096] is
+# 470 MB per object at F = 7) and keeps more of it in cache. Exported graphs: each chunk is a plain
+# MatMul-Softmax-MatMul (TensorRT fuses it). Measured on the cross-attention core (4096 queries,
+# 4 memory frames, 64-channel values, 1 thread, CPU time): ONNX Runtime whole 713 ms, chunks of
+# 1024 / 512 / 256 / 128 / 64: 578 / 566 / 549 / 604 / 685 ms; eager PyTorch 1024 / 512 / 256 / 128:
+# 935 / 941 / 734 / 577 ms (the fused SDPA kernel with 256-channel values: 740 ms).
+EXPORT_QUERY_CHUNK = 512
+EAGER_QUERY_CHUNK = 128
 
 
 class _Projections(nn.Module):
@@ -36,12 +65,40 @@ class _Projections(nn.Module):
         self.v_proj = nn.Linear(kv_dim, d_model)
         self.out_proj = nn.Linear(d_model, d_model)
 
+    @staticmethod
+    def rotated(proj: nn.Linear, x: torch.Tensor, rope: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+        """RoPE(proj(x)) * scale. x [..., N, in] (any leading dims); rope [2, N, D] -> [..., N, D].
 
-def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Single-head softmax attention. q [B,Nq,D], k/v [B,Nk,D] -> [B,Nq,D]."""
-    # A unit head axis lets PyTorch pick its fused CPU/GPU kernels; it exports as MatMul/Softmax.
-    out = F.scaled_dot_product_attention(q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1))
-    return out.squeeze(1)
+        A second projection with the pair-swapped weight rows gives proj(x) with its pairs swapped
+        (two GEMMs, no strided views or Split copies in the graph). A power-of-two scale (the
+        softmax's 1/16) is exact, so folding it into the weights changes no bit.
+        """
+        y = F.linear(x, proj.weight * scale, proj.bias * scale)
+        y_swapped = F.linear(x, swap_pairs(proj.weight) * scale, swap_pairs(proj.bias) * scale)
+        return rotate_projected(y, y_swapped, rope[0], rope[1])
+
+
+def _plain_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk: int) -> torch.Tensor:
+    """softmax(q k^T) v in query chunks, q pre-scaled. q [1 or B, Nq, D] (broadcast over k's batch),
+    k [B, Nk, D], v [B, Nk, Dv] (Dv may differ from D) -> [B, Nq, Dv]."""
+    kt = k.transpose(1, 2)
+    if q.shape[1] <= chunk:
+        return (q @ kt).softmax(-1) @ v
+    return torch.cat([(c @ kt).softmax(-1) @ v for c in q.split(chunk, dim=1)], dim=1)
+
+
+def _fused_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+    """PyTorch's fused SDPA kernel (it needs equal q, k and v widths), through a unit head axis.
+    q [1 or B, Nq, D] (broadcast over k's batch), k and v [B, Nk, D] -> [B, Nq, D]."""
+    q = q.expand(k.shape[0], -1, -1)
+    return F.scaled_dot_product_attention(q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1), scale=scale).squeeze(1)
+
+
+def narrow_cross_attention(device: torch.device) -> bool:
+    """Whether the cross-attention attends over the 64-channel memory (plain attention in query
+    chunks, then the composed projection): in exported graphs and in eager CPU. Eager CUDA keeps
+    v_proj and the fused SDPA kernel (256-channel values)."""
+    return is_tracing() or device.type == "cpu"
 
 
 class MemoryAttentionLayer(nn.Module):
@@ -56,6 +113,7 @@ class MemoryAttentionLayer(nn.Module):
         self.norm1 = nn.LayerNorm(d_model)
         self.norm2 = nn.LayerNorm(d_model)
         self.norm3 = nn.LayerNorm(d_model)
+        self.scale = 1.0 / math.sqrt(d_model)  # single head: head_dim = d_model
 
     def forward(
         self,
@@ -63,24 +121,40 @@ class MemoryAttentionLayer(nn.Module):
         mem_keys_spatial: torch.Tensor,
         mem_keys_ptr: torch.Tensor,
         mem_values: torch.Tensor,
-        cos: torch.Tensor,
-        sin: torch.Tensor,
+        rope: torch.Tensor,
     ) -> torch.Tensor:
-        """x [B,N,D]; mem_keys_spatial [B,F*N,C] (memory + pos); mem_keys_ptr [B,K,C] (pointers + pos);
-        mem_values [B,F*N+K,C] (memory then pointers); cos/sin [N,D/2] -> [B,N,D]."""
-        sa = self.self_attn
-        h = self.norm1(x)
-        q = apply_rope(sa.q_proj(h), cos, sin)
-        k = apply_rope(sa.k_proj(h), cos, sin)
-        x = x + sa.out_proj(_attend(q, k, sa.v_proj(h)))
-
-        ca = self.cross_attn_image
-        q = apply_rope(ca.q_proj(self.norm2(x)), cos, sin)
-        k_spatial = apply_rope_per_frame(ca.k_proj(mem_keys_spatial), cos, sin)
-        k = torch.cat((k_spatial, ca.k_proj(mem_keys_ptr)), dim=1)
-        x = x + ca.out_proj(_attend(q, k, ca.v_proj(mem_values)))
-
+        """x [1 or B,N,D]; mem_keys_spatial [B,F*N,C] (memory + pos); mem_keys_ptr [B,K,C] (pointers + pos);
+        mem_values [B,F*N+K,C] (memory then pointers); rope [2,N,D] -> [B,N,D]."""
+        x = x + self._self_attention(self.norm1(x), rope)
+        x = x + self._cross_attention(self.norm2(x), mem_keys_spatial, mem_keys_ptr, mem_values, rope)
         return x + self.linear2(F.relu(self.linear1(self.norm3(x))))
+
+    def _self_attention(self, h: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
+        sa = self.self_attn
+        if is_tracing():
+            q = sa.rotated(sa.q_proj, h, rope, self.scale)
+            k = sa.rotated(sa.k_proj, h, rope)
+            return sa.out_proj(_plain_attention(q, k, sa.v_proj(h), EXPORT_QUERY_CHUNK))
+        q, k = sa.rotated(sa.q_proj, h, rope), sa.rotated(sa.k_proj, h, rope)
+        return sa.out_proj(_fused_attention(q, k, sa.v_proj(h), self.scale))
+
+    def _cross_attention(
+        self, h: torch.Tensor, keys_spatial: torch.Tensor, keys_ptr: torch.Tensor, values: torch.Tensor, rope: torch.Tensor
+    ) -> torch.Tensor:
+        ca = self.cross_attn_image
+        narrow = narrow_cross_attention(h.device)
+        q = ca.rotated(ca.q_proj, h, rope, self.scale if narrow else 1.0)
+        # Every memory frame takes the same per-position table: [B, F, N, C] against [N, D].
+        k_spatial = ca.rotated(ca.k_proj, keys_spatial.unflatten(1, (-1, rope.shape[1])), rope).flatten(1, 2)
+        k = torch.cat((k_spatial, ca.k_proj(keys_ptr)), dim=1)
+        if narrow:
+            # out_proj o v_proj composed into one 64 -> 256 map (constant-folded at export); softmax
+            # rows sum to 1, so the v_proj bias passes through the weighted sum unchanged.
+            weight = ca.out_proj.weight @ ca.v_proj.weight
+            bias = ca.out_proj.weight @ ca.v_proj.bias + ca.out_proj.bias
+            chunk = EXPORT_QUERY_CHUNK if is_tracing() else EAGER_QUERY_CHUNK
+            return F.linear(_plain_attention(q, k, values, chunk), weight, bias)
+        return ca.out_proj(_fused_attention(q, k, ca.v_proj(values), self.scale))
 
 
 class MemoryAttention(nn.Module):
@@ -111,20 +185,20 @@ class MemoryAttention(nn.Module):
         self.layers = nn.ModuleList(MemoryAttentionLayer(d_model, kv_dim, dim_feedforward) for _ in range(num_layers))
         self.norm = nn.LayerNorm(d_model)
         height, width = self.feat_size
-        rope = torch.stack(axial_rope_tables(d_model, height, width, rope_theta))
-        self.register_buffer("rope_table", rope, persistent=False)  # [2 (cos, sin), N, D/2]
+        rope = interleaved_rope_tables(d_model, height, width, rope_theta)
+        self.register_buffer("rope_table", rope, persistent=False)  # [2 (cos, +-sin per pair), N, D]
         # The image encoder's position encoding of the current frame: [1, N, D], a constant.
         pos = sine_position_encoding_2d(height, width, d_model).flatten(2).transpose(1, 2).contiguous()
         self.register_buffer("curr_pos_default", pos, persistent=False)
 
-    def _rope_tables(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(cos, sin), each [N, D/2], in x's dtype.
+    def _rope_tables(self, x: torch.Tensor) -> torch.Tensor:
+        """[2 (cos, +-sin), N, D] in x's dtype.
 
         The no-op slice to x's token count ties the tables to an input: the legacy ONNX exporter
         then stores them once instead of folding a fresh copy into each of their 64 uses (a
         160 MB file instead of 32 MB).
         """
-        return self.rope_table[:, : x.shape[1]].to(x.dtype).unbind(0)
+        return self.rope_table[:, : x.shape[1]].to(x.dtype)
 
     def forward(
         self,
@@ -138,7 +212,9 @@ class MemoryAttention(nn.Module):
         """Condition the current frame on F memory frames and K object-pointer tokens.
 
         Args:
-            curr: [B, N, D] current-frame tokens (N = H*W = 4096 row-major, D = 256).
+            curr: [B or 1, N, D] current-frame tokens (N = H*W = 4096 row-major, D = 256). With
+                batch 1 the frame is shared by all B objects: what does not depend on the object
+                (layer 0's self-attention and cross-attention queries) is computed once.
             curr_pos: [B or 1, N, D] their position encoding, or None for the built-in
                 sine encoding (what the image encoder produces; a constant).
             memory_spatial: [B, F*N, C] memory-frame tokens, frames concatenated (C = 64).
@@ -156,9 +232,9 @@ class MemoryAttention(nn.Module):
         keys_spatial = memory_spatial + memory_spatial_pos
         keys_ptr = obj_ptrs + obj_ptrs_pos
         values = torch.cat((memory_spatial, obj_ptrs), dim=1)
-        cos, sin = self._rope_tables(x)
+        rope = self._rope_tables(x)
         for layer in self.layers:
-            x = layer(x, keys_spatial, keys_ptr, values, cos, sin)
+            x = layer(x, keys_spatial, keys_ptr, values, rope)
         return self.norm(x)
 
     def forward_seq_first(

@@ -40,6 +40,29 @@ def axial_rope_tables(head_dim: int, height: int, width: int, theta: float = 100
     return torch.cos(angles), torch.sin(angles)
 
 
+def interleaved_rope_tables(head_dim: int, height: int, width: int, theta: float = 10000.0) -> torch.Tensor:
+    """[2, H*W, head_dim] tables for :func:`rotate_projected`: cos repeated per pair, and
+    (-sin, +sin) per pair."""
+    cos, sin = axial_rope_tables(head_dim, height, width, theta)
+    return torch.stack((cos.repeat_interleave(2, dim=-1), torch.stack((-sin, sin), dim=-1).flatten(-2)))
+
+
+def swap_pairs(t: torch.Tensor) -> torch.Tensor:
+    """Swap entries 2j and 2j+1 along dim 0 (rows of a Linear weight, or its bias)."""
+    return t.unflatten(0, (-1, 2)).flip(1).flatten(0, 1)
+
+
+def rotate_projected(y: torch.Tensor, y_swapped: torch.Tensor, cos2: torch.Tensor, sin2: torch.Tensor) -> torch.Tensor:
+    """:func:`apply_rope` of y given y with its pairs swapped (from a second set of weight rows).
+
+    y, y_swapped: [..., N, D]; cos2, sin2: [N, D] from :func:`interleaved_rope_tables` -> [..., N, D].
+    Bit for bit what apply_rope computes: even*cos + odd*(-sin) and odd*cos + even*sin are the same
+    IEEE operations as even*cos - odd*sin and even*sin + odd*cos. Two elementwise passes and no
+    strided views, stacks or reshapes (which the ONNX exporters lower to Split/Squeeze/Concat).
+    """
+    return y * cos2 + y_swapped * sin2
+
+
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate interleaved channel pairs of x.
 

@@ -96,7 +96,8 @@ class MemoryAttentionWrapper(nn.Module):
         b, f, c, h, w = memory.shape
         k = obj_ptrs.shape[1]
         split = self.d_model // self.mem_dim  # tokens per pointer (4)
-        curr = vision_features.flatten(2).transpose(1, 2).expand(b, -1, -1)  # [B,N,256]
+        # Batch 1: the frame is shared, so its object-independent work runs once (see MemoryAttention).
+        curr = vision_features.flatten(2).transpose(1, 2)  # [1,N,256]
         spatial = memory.flatten(3).transpose(2, 3).reshape(b, f * h * w, c)  # [B,F*N,64]
         tpos = self.model.maskmem_tpos_enc.reshape(-1, c)[memory_tpos.long()]  # [F,64]
         spatial_pos = (self.mem_pos.unsqueeze(0) + tpos.unsqueeze(1)).reshape(1, f * h * w, c)

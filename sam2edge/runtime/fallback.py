@@ -25,6 +25,7 @@ import numpy as np
 
 from sam2edge.backends import registry
 from sam2edge.backends.base import Runner
+from sam2edge.backends.torch_runner import make_torch_runners
 from sam2edge.config import resolve_name
 from sam2edge.contract.artifacts import Artifact
 from sam2edge.engines.fingerprint import DeviceDescription, Installed, engine_fingerprint, probe_device, probe_installed
@@ -80,10 +81,40 @@ class BackendSet:
         self._active: Candidate | None = None
         self._runners: dict[str, Runner] = {}
         self.specs = {}
-        self.host_constants: dict[str, Any] | None = None
         self._activate_next(first=True)
         self.specs = {name: r.spec for name, r in self._runners.items()}
         self.runners: dict[str, Runner] = {name: FallbackRunner(self, name) for name in artifacts if name in self.specs}
+
+    def add_artifacts(self, names: tuple[str, ...] | list[str]) -> dict[str, Runner]:
+        """Runners for more artifacts on the active backend (a model loaded for images that starts
+        tracking a video); later fallbacks build them too. Returns the new fallback runners."""
+        with self._lock:
+            missing = [n for n in names if n not in self.runners]
+            if not missing:
+                return {}
+            extend = getattr(self._factory, "extend", None)
+            if extend is None or self._active is None:
+                raise BackendUnavailableError(f"this backend set cannot add the artifacts {missing} after loading")
+            extra = extend(self._active, tuple(missing), self._runners)
+            for r in extra.values():
+                r.activate()
+            self._runners.update(extra)
+            self.specs.update({name: r.spec for name, r in extra.items()})
+            self._factory.artifacts = tuple(dict.fromkeys((*self._factory.artifacts, *missing)))
+            added = {name: FallbackRunner(self, name) for name in missing}
+            self.runners.update(added)
+            return added
+
+    def active_runner(self, name: str) -> Runner | None:
+        """The active backend's own runner of artifact ``name`` (not the fallback proxy)."""
+        with self._lock:
+            return self._runners.get(name)
+
+    def manifest_host_constants(self) -> Mapping[str, Any] | None:
+        """The ``host_constants`` of the export this set runs from (its ONNX manifest), if any."""
+        onnx = getattr(self._factory, "onnx", None)
+        consts = onnx.manifest.get("host_constants") if onnx is not None else None
+        return consts if isinstance(consts, Mapping) else None
 
     @property
     def active_backend(self) -> str:
@@ -161,6 +192,10 @@ class FallbackRunner(Runner):
     def backend(self) -> str:  # type: ignore[override]
         return self.owner.active_backend
 
+    @property
+    def active_runner(self) -> Runner | None:
+        return self.owner.active_runner(self.spec.name)
+
     def _infer_impl(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self.owner.run(self.spec.name, feeds)
 
@@ -175,12 +210,19 @@ class RunnerFactory:
     torch_loader: TorchLoader | None = None
     threads: int | None = None
 
-    def __call__(self, cand: Candidate) -> dict[str, Runner]:
+    def __call__(self, cand: Candidate, artifacts: tuple[str, ...] | None = None) -> dict[str, Runner]:
         engines = None
         if cand.engine_dir is not None:
             engines = next(e for e in self.store.engine_sets(self.onnx) if str(e.dir) == cand.engine_dir)
         sources = self.store.runner_sources(self.onnx, engines, self.torch_loader, self.threads)
-        return registry.create_runners(cand.backend, sources, cand.device, self.artifacts)
+        return registry.create_runners(cand.backend, sources, cand.device, artifacts or self.artifacts)
+
+    def extend(self, cand: Candidate, artifacts: tuple[str, ...], current: Mapping[str, Runner]) -> dict[str, Runner]:
+        """Runners of more ``artifacts`` for the active candidate; PyTorch reuses the loaded model."""
+        net = next((getattr(getattr(r, "module", None), "model", None) for r in current.values()), None)
+        if registry.info(cand.backend).family == registry.TORCH and net is not None:
+            return make_torch_runners(net, cand.device, artifacts)
+        return self(cand, artifacts)
 
 
 def open_backends(name: str, *, backend: str = "auto", device: str = "auto", batch: int = 1, video: bool = False,
@@ -218,7 +260,5 @@ def open_backends(name: str, *, backend: str = "auto", device: str = "auto", bat
         )
     factory = RunnerFactory(store, onnx, artifacts, torch_loader, threads)
     backends = BackendSet(decision, factory, artifacts, strict)
-    # Mask prompts on video frames need three small constants on the host; an export records them.
-    backends.host_constants = onnx.manifest.get("host_constants") if onnx is not None else None
     return backends
 

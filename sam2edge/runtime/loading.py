@@ -11,7 +11,6 @@ the change is explicit: logged with its reason and recorded on the source.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from sam2edge.backends import registry
 from sam2edge.config import ModelConfig, get_config, resolve_name
 from sam2edge.contract.artifacts import Artifact
 from sam2edge.contract.manifest import onnx_dir, read_manifest, require
+from sam2edge.download import MODELS_DIR_ENV, models_dir_checkpoint
 from sam2edge.errors import BackendUnavailableError, EngineMismatchError, InputError, UnknownModelError
 from sam2edge.integrity import sha256_file
 from sam2edge.runtime.checks import check_kwargs
@@ -27,7 +27,7 @@ from sam2edge.runtime.fallback import TorchLoader, open_backends
 
 log = logging.getLogger(__name__)
 
-MODELS_DIR_ENV = "SAM2EDGE_MODELS_DIR"
+__all__ = ["MODELS_DIR_ENV", "ModelSource", "load_predictor", "load_torch_model", "local_checkpoint", "resolve_source"]
 PREDICTOR_KWARGS = frozenset({
     "sam2_image_embeddings_cache", "sam2_low_resolution_masks_cache", "preprocessing", "max_batch_size",
     "max_hole_area", "max_sprinkle_area", "allow_client_image_hashes",
@@ -65,17 +65,10 @@ def local_checkpoint(name_or_path: str) -> Path | None:
 
     For air-gapped machines: checkpoints copied there by hand (official or fine-tuned) are
     used as they are, without the published-hash check; the variant is still detected from
-    the file's keys and must be the one asked for.
+    the file's keys and must be the one asked for. (``sam2edge.download.resolve_checkpoint``
+    looks there first too, so export and build find the same file.)
     """
-    folder = os.environ.get(MODELS_DIR_ENV)
-    if not folder:
-        return None
-    try:
-        name = resolve_name(name_or_path)
-    except UnknownModelError:
-        return None
-    candidate = Path(folder) / f"{name}.pt"
-    return candidate if candidate.is_file() else None
+    return models_dir_checkpoint(name_or_path)
 
 
 def load_torch_model(name_or_path: str, device: str = "cpu") -> tuple[Any, ModelConfig, Path]:
@@ -188,6 +181,4 @@ def load_predictor(cls: type, model_name_or_path: str, backend: str = "auto", de
     )
     log.info("sam2edge: %s on %s", source.config.name, backends.active_backend)
     predictor = cls(backends.runners, source.config, backend=backends, model_id=source.model_id, **predictor_kwargs)
-    if backends.host_constants is not None:  # from the export in use: add_mask works on ONNX Runtime and TensorRT
-        predictor.host_constants = backends.host_constants
     return predictor

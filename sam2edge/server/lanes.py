@@ -81,17 +81,15 @@ class Lane:
         return self._submit(fn, *args).result()
 
     def _submit(self, fn: Callable[..., T], *args: Any) -> Future:
-        def job() -> T:
-            try:
-                return fn(*args)
-            finally:
-                self._change(-1)
-
+        # The slot is given back when the future is done in any way: run, failed, or cancelled
+        # before it started (an awaiting request that goes away cancels a job still queued).
         try:
-            return self._executor.submit(job)
+            future = self._executor.submit(fn, *args)
         except RuntimeError:  # shut down
             self._change(-1)
             raise busy(f"the {self.name} lane is shutting down", self.retry_after_s) from None
+        future.add_done_callback(lambda _: self._change(-1))
+        return future
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -12,6 +12,7 @@ import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
+from sam2edge.cache import PromptKey
 from sam2edge.server.auth import check_request
 from sam2edge.server.batching import Click, Decoded
 from sam2edge.server.encoding import encode_mask, npz_bytes
@@ -119,10 +120,9 @@ def _inside(xy: np.ndarray, w: int, h: int, name: str) -> None:
         raise bad_request(f"{name} has a point ({x:g}, {y:g}) outside the {w}x{h} image (x in [0, {w}], y in [0, {h}])")
 
 
-def mask_prompt(click: Click) -> Any:
-    from sam2edge.cache import MaskPrompt
-
-    return MaskPrompt.from_arrays(click.coords, click.labels, click.box)
+def mask_prompt(click: Click) -> PromptKey:
+    """The click as the logits cache's key (canonical clicks + box)."""
+    return PromptKey.from_arrays(click.coords, click.labels, click.box)
 
 
 def prediction(res: Decoded, fmt: str, alternatives: bool) -> dict[str, Any]:

@@ -106,7 +106,7 @@ class ModelService:
     def cached(self, image_id: str | None) -> Any | None:
         if not image_id:
             return None
-        return self.embeddings_cache.retrieve_embeddings(image_id)
+        return self.require().cached_embeddings(image_id)
 
     async def embedding(self, image_id: str | None, decode: Callable[[], np.ndarray] | None) -> tuple[str, Any, bool]:
         """(image_id, embeddings, from_cache). ``decode`` gives the RGB image when it must be encoded."""

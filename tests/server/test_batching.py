@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -97,4 +98,27 @@ def test_lane_refuses_beyond_capacity():
 
     value, problem = asyncio.run(main())
     assert value == 1 and problem.status == 503 and problem.headers["Retry-After"] == "1" and lane.depth == 0
+    lane.close()
+
+
+def test_lane_slot_comes_back_when_a_queued_job_is_cancelled():
+    # A streaming client that disconnects cancels the await of a job still queued behind another:
+    # the job never runs, and its slot must still be given back (it leaked once, found in CI).
+    lane, gate = Lane("encode", 4), threading.Event()
+
+    async def main():
+        lane.post(gate.wait)
+        queued = asyncio.ensure_future(lane.run(lambda: 1))
+        await asyncio.sleep(0)
+        assert lane.depth == 2
+        queued.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await queued
+        gate.set()
+
+    asyncio.run(main())
+    deadline = time.monotonic() + 10
+    while lane.depth and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert lane.depth == 0
     lane.close()

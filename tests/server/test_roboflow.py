@@ -23,7 +23,7 @@ def point(x: float, y: float, positive: bool = True) -> dict:
 
 def library(server, image_id: str, coords=None, labels=None, box=None, mask=None, multimask=True, logits=False):
     """The library's own answer on the server's cached embedding (best mask, its score, its low-res logits)."""
-    emb = server.service.embeddings_cache.retrieve_embeddings(image_id)
+    emb = server.service.model.cached_embeddings(image_id)
     kwargs = {}
     if coords is not None:
         kwargs.update(point_coordinates=np.array(coords, np.float32), point_labels=np.array(labels, np.int32))
@@ -91,7 +91,7 @@ def test_roboflow_input_shapes(client, embedded, photo):
 def test_multimask_alternatives_extension(server, client, embedded):
     pred = segment(client, image_id=embedded, prompts=[{"points": [point(300, 300)]}], format="rle",
                    include_alternatives=True).json()["predictions"][0]
-    emb = server.service.embeddings_cache.retrieve_embeddings(embedded)
+    emb = server.service.model.cached_embeddings(embedded)
     ref = server.service.model.segment_images(embeddings=emb, point_coordinates=np.array([[300.0, 300.0]]),
                                              point_labels=np.array([1]))[0]
     assert len(pred["alternatives"]) == 2

@@ -34,7 +34,7 @@ def video(tmp_path):
 def test_track_writes_masks_and_overlay(video, tmp_path, capsys):
     path, clip = video
     x0, y0, x1, y1 = clip.boxes[1][4]
-    args = _args(str(path), "--box", f"{x0},{y0},{x1},{y1}", "--point", "30,20", "--frame", "4", "--obj", "3",
+    args = _args(str(path), "--obj", "3", "--frame", "4", "--box", f"{x0},{y0},{x1},{y1}", "--point", "30,20",
                  "--out", str(tmp_path / "masks"), "--overlay", str(tmp_path / "overlay.avi"), "--json")
     assert track_with(FakeModel(), args) == 0
     report = __import__("json").loads(capsys.readouterr().out)

@@ -126,6 +126,10 @@ class SAM2:
     def _embed(self, rgbs: list[np.ndarray], hashes: list[str], use_cache: bool) -> list[SAM2ImageEmbeddings]:
         return self._embedder.embed(rgbs, hashes, self._sam2_image_embeddings_cache if use_cache else None)
 
+    def cached_embeddings(self, image_hash: str) -> SAM2ImageEmbeddings | None:
+        """The embeddings this model cached for ``image_hash`` (float32, read-only arrays), or None."""
+        return self._embedder.lookup(self._sam2_image_embeddings_cache, image_hash)
+
     def _hashes(self, rgbs: list[np.ndarray], image_hashes: str | Sequence[str] | None) -> list[str]:
         if image_hashes is not None and not self.allow_client_image_hashes:
             raise InputError("image_hashes given with images, but this model computes hashes itself "

@@ -19,6 +19,7 @@ from typing import Any
 
 from sam2edge.backends.torch_runner import make_torch_runners
 from sam2edge.contract.artifacts import Artifact
+from sam2edge.errors import BackendUnavailableError, EngineMismatchError
 from sam2edge.runtime.video.bank import MemoryPolicy, MemorySelection, ObjectMemory
 from sam2edge.runtime.video.frames import (
     EndOfVideo,
@@ -31,7 +32,7 @@ from sam2edge.runtime.video.frames import (
     VideoFileSource,
     open_source,
 )
-from sam2edge.runtime.video.mask_prompt import host_constants_of
+from sam2edge.runtime.video.mask_prompt import host_constants_of, torch_model_of
 from sam2edge.runtime.video.runners import VideoRunners
 from sam2edge.runtime.video.state import FrameResult, MemoryEntry, VideoOptions
 from sam2edge.runtime.video.stream import VideoStream
@@ -44,10 +45,11 @@ __all__ = [
 ]
 
 
-def track(model: Any, source: Any, video_backend: str = "opencv", **options: Any) -> VideoTracker:
+def track(model: Any, source: Any, video_backend: str = "auto", **options: Any) -> VideoTracker:
     """A VideoTracker over ``source`` for a predictor (``model.runners``, ``model.config``).
 
-    source: a video file (OpenCV, or ``video_backend="pyav"``), a folder of images, a list /
+    source: a video file (``video_backend``: "auto" = PyAV when installed, which names damaged
+    frames, else OpenCV; or "pyav" / "opencv"), a folder of images, a list /
     [N,H,W,3] array of frames, or any iterable of frames (one pass). ``options`` are the
     fields of VideoOptions (fill_hole_area, memory_dtype, max_cond_frames, retention,
     preprocessing, input_color_format, num_frames, mask_threshold).
@@ -67,13 +69,30 @@ def stream(model: Any, first_frame: Any, prompts: Any = None, **options: Any) ->
 
 
 def video_runners(model: Any) -> dict[str, Any]:
-    """The predictor's runners, completed with PyTorch memory runners when it has only the image
-    artifacts but runs on PyTorch (its decoder runner holds the whole SAM2Model)."""
+    """The predictor's runners, completed with the two memory networks when it was loaded for images only
+    (``from_pretrained`` without ``video=True``): its backend set builds them on the active backend (the
+    same loaded model for PyTorch, the export's ONNX files otherwise); a bare PyTorch runner set gets
+    PyTorch runners on its model. They are built once per predictor."""
     runners = dict(model.runners)
     missing = [a for a in (Artifact.MEMORY_ATTENTION, Artifact.MEMORY_ENCODER) if a not in runners]
+    if not missing:
+        return runners
     decoder = runners.get(Artifact.PROMPT_DECODER)
-    net = getattr(getattr(decoder, "module", None), "model", None)
-    if missing and net is not None:
-        runners.update(make_torch_runners(net, str(getattr(decoder, "device", "cpu")), artifacts=tuple(missing)))
-        model.runners.update({a: runners[a] for a in missing})  # build once per predictor
+    owner = getattr(decoder, "owner", None)
+    if owner is not None and hasattr(owner, "add_artifacts"):
+        try:
+            added = owner.add_artifacts(missing)
+        except (BackendUnavailableError, EngineMismatchError) as exc:
+            raise BackendUnavailableError(
+                f"this model was loaded for images and {owner.active_backend} cannot add the video networks {missing} "
+                f"({exc}); load it with from_pretrained(..., video=True) from an export with all four artifacts "
+                "(`sam2edge export` writes them) or from a checkpoint"
+            ) from exc
+    else:
+        net = torch_model_of(decoder)
+        if net is None:
+            return runners  # VideoRunners names what is missing and how to load it
+        added = make_torch_runners(net, str(getattr(decoder, "device", "cpu")), artifacts=tuple(missing))
+    model.runners.update(added)
+    runners.update(added)
     return runners

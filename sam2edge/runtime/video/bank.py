@@ -126,7 +126,11 @@ class ObjectMemory:
             hit = self.non_cond.get(frame)
         return hit
 
-    def add_pending(self, frame: int, is_cond: bool, entry: MemoryEntry) -> None:
+    def record_prompt(self, frame: int, prompt: PointPrompt | MaskPrompt, is_cond: bool, entry: MemoryEntry) -> None:
+        """A prompt and the output decoded for it (pending until the next propagation commits it).
+
+        The tracker calls this only once the output exists, so a failed prompt records nothing."""
+        self.prompts[frame] = prompt
         self.pending[is_cond][frame] = entry
 
     def unencoded(self) -> list[MemoryEntry]:

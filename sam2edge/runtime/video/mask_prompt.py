@@ -19,7 +19,7 @@ import numpy as np
 
 from sam2edge.contract.artifacts import Artifact
 from sam2edge.errors import BackendUnavailableError, InputError
-from sam2edge.processing import resize
+from sam2edge.processing import resize, validate
 
 HOST_CONSTANTS = ("mask_downsample.weight", "mask_downsample.bias", "no_obj_ptr")
 MASK_LOGIT_SCALE, MASK_LOGIT_BIAS = 20.0, -10.0
@@ -32,10 +32,16 @@ def resize_plane(plane: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
 
 
 def mask_to_input_size(mask: Any, size: int) -> np.ndarray:
-    """A 2-D mask (bool / 0-1) -> [size,size] float32 0/1, as the official add_new_mask."""
-    arr = np.asarray(mask)
+    """A 2-D mask (bool / 0-1) -> [size,size] float32 0/1, as the official add_new_mask.
+
+    NaN/inf, values outside [0, 1] (a 0/255 image) and non-numeric masks are refused."""
+    arr = validate.as_numbers(mask, "mask", "a 2-D [H,W] mask of bool or 0/1 values", allow_bool=True)
     if arr.ndim != 2 or arr.size == 0:
         raise InputError(f"mask must be a 2-D [H,W] array, got shape {arr.shape}")
+    lo, hi = float(arr.min()), float(arr.max())
+    if lo < 0 or hi > 1:
+        raise InputError(f"mask must hold bool or 0/1 values (in [0, 1]); got values in [{lo:g}, {hi:g}] "
+                         "(for a 0/255 image pass mask > 127)")
     m = arr.astype(np.float32)
     if m.shape != (size, size):
         m = (resize_plane(m, (size, size)) >= 0.5).astype(np.float32)
@@ -62,16 +68,17 @@ _MANIFEST_KEYS = {"mask_downsample.weight": "mask_downsample_weight", "mask_down
 
 
 def host_constants_of(model: Any) -> dict[str, np.ndarray] | None:
-    """The three host constants of a predictor: ``model.host_constants`` when the loader set it
-    (the ``host_constants`` of an export manifest, either spelling), else read from a PyTorch
-    runner's module; None if unavailable."""
-    consts = getattr(model, "host_constants", None)
-    if isinstance(consts, Mapping):
-        for names in (HOST_CONSTANTS, tuple(_MANIFEST_KEYS[k] for k in HOST_CONSTANTS)):
-            if all(k in consts for k in names):
-                return {k: np.asarray(consts[n], np.float32) for k, n in zip(HOST_CONSTANTS, names)}
+    """The three host constants of a predictor, wherever its loader left them: ``model.host_constants``
+    (either spelling), the export manifest of the backend set its runners come from (an export folder
+    or a store export), or the PyTorch module of its decoder runner; None if none of these has them."""
+    found = _named(getattr(model, "host_constants", None))
     runner = getattr(model, "runners", {}).get(Artifact.PROMPT_DECODER)
-    net = getattr(getattr(runner, "module", None), "model", None)
+    owner = getattr(runner, "owner", None)  # a fallback proxy: its backend set knows the export
+    if found is None and owner is not None and hasattr(owner, "manifest_host_constants"):
+        found = _named(owner.manifest_host_constants())
+    if found is not None:
+        return found
+    net = torch_model_of(runner)
     if net is None or not hasattr(net, "mask_downsample"):
         return None
     return {
@@ -81,11 +88,25 @@ def host_constants_of(model: Any) -> dict[str, np.ndarray] | None:
     }
 
 
+def torch_model_of(runner: Any) -> Any:
+    """The SAM2 PyTorch model behind a runner (through a fallback proxy's active runner), or None."""
+    runner = getattr(runner, "active_runner", None) or runner
+    return getattr(getattr(runner, "module", None), "model", None)
+
+
+def _named(consts: Any) -> dict[str, np.ndarray] | None:
+    if isinstance(consts, Mapping):
+        for names in (HOST_CONSTANTS, tuple(_MANIFEST_KEYS[k] for k in HOST_CONSTANTS)):
+            if all(k in consts for k in names):
+                return {k: np.asarray(consts[n], np.float32) for k, n in zip(HOST_CONSTANTS, names)}
+    return None
+
+
 def require_host_constants(consts: dict[str, np.ndarray] | None) -> dict[str, np.ndarray]:
     if consts is None:
         raise BackendUnavailableError(
             "add_mask needs the model's host constants "
-            f"{list(HOST_CONSTANTS)}; this backend's loader did not provide them (re-export the model, "
-            "or use the PyTorch backend)"
+            f"{list(HOST_CONSTANTS)}; neither the model's export manifest nor a PyTorch model provides them "
+            "(re-export it with `sam2edge export`, which records them, or load the checkpoint)"
         )
     return consts

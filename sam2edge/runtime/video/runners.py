@@ -50,8 +50,8 @@ class VideoRunners:
         if missing:
             raise BackendUnavailableError(
                 f"video tracking needs the runners {list(ARTIFACTS)}; this model has no {missing}. "
-                "Load it with AutoModel.from_pretrained(..., video=True) (an export folder or engine set with all "
-                "four artifacts; sam2edge export writes all four), or from a PyTorch checkpoint"
+                "Load it with AutoModel.from_pretrained(..., video=True) from an export folder or engine set with all "
+                "four artifacts (`sam2edge export` writes all four) or from a checkpoint"
             )
         self.runners = dict(runners)
         self.config = config

@@ -1,8 +1,10 @@
 """Live tracking: one frame in, every object's masks out, memory bounded.
 
 The stream is the tracker over frames pushed one at a time (``PushSource``): a frame is
-pre-processed, encoded and released before ``track`` returns; only the current frame's
-features and each object's bounded memory bank stay. The video length is unknown, so object
+checked, pre-processed, encoded and released before ``track`` returns; only the current frame's
+features and each object's bounded memory bank stay. A ``track`` or a prompt that fails (a bad
+frame, a backend error) changes nothing: the frame is taken back and the stream goes on from the
+frame before it. The video length is unknown, so object
 pointers are normalised as for a video of 16 frames or more (the official ``min(num_frames,
 16) - 1``), and the bank anchors only at the current frame (no one can prompt the past).
 """
@@ -34,6 +36,7 @@ class VideoStream:
         self.tracker = VideoTracker(nets, self._source, config, options, host_constants, streaming=True)
         self.frame_idx = self._source.push(first_frame)
         self.tracker._features_for(self.frame_idx)  # decode + encode the first frame now
+        self._source.release()
         self.first_result: FrameResult | None = None
         for obj_id, prompt in (prompts or {}).items():
             self.first_result = self.add_prompt(obj_id, **_prompt_kwargs(obj_id, prompt))
@@ -66,10 +69,19 @@ class VideoStream:
 
     def track(self, frame: Any) -> FrameResult:
         """Track every object on the next frame (HWC uint8, ``input_color_format`` order)."""
-        self.frame_idx = self._source.push(frame)
-        if not self.tracker.obj_ids:  # nothing to track yet; the frame stays available for prompts
-            return self.tracker._consolidate(self.frame_idx, True)
-        return self.tracker.step(self.frame_idx)
+        idx = self._source.push(frame)  # checks the frame before anything changes
+        try:
+            if not self.tracker.obj_ids:  # nothing to track yet; the frame stays available for prompts
+                result = self.tracker._consolidate(idx, True)
+            else:
+                result = self.tracker.step(idx)
+                self._source.release()
+        except BaseException:
+            self._source.unpush(idx)
+            self.tracker.drop_features(idx)
+            raise
+        self.frame_idx = idx
+        return result
 
     def memory_bytes(self) -> int:
         return self.tracker.memory_bytes()

@@ -10,7 +10,10 @@ It follows the official SAM2VideoPredictor step by step (see bank.py for memory 
 * ``propagate`` tracks every object on every frame except its conditioning frames, whose
   prompted outputs are reused; all objects of a frame are batched (runners.py);
 * ``propagate`` is a generator: results are yielded, never accumulated; the bank is pruned
-  as the frontier moves (bank.py), and frames are decoded lazily from the source.
+  as the frontier moves (bank.py), and frames are decoded lazily from the source;
+* a prompt computes everything first and records last, so a failed one (bad argument,
+  unreadable frame, backend error) changes nothing; arguments are checked like the image API's
+  (prompts.py); a one-pass source is never consumed to reach a prompt's frame.
 """
 
 from __future__ import annotations
@@ -23,9 +26,9 @@ import numpy as np
 
 from sam2edge.config import ModelConfig
 from sam2edge.errors import InputError, VideoError
-from sam2edge.processing import postprocess
+from sam2edge.processing import postprocess, validate
 from sam2edge.runtime.preprocessing import make_preprocess
-from sam2edge.runtime.video import mask_prompt
+from sam2edge.runtime.video import mask_prompt, prompts
 from sam2edge.runtime.video.bank import MemoryPolicy, ObjectMemory
 from sam2edge.runtime.video.frames import EndOfVideo, FrameSource
 from sam2edge.runtime.video.runners import LOW_RES, VideoRunners, use_multimask
@@ -42,7 +45,6 @@ from sam2edge.runtime.video.storage import STORAGE_DTYPES, store
 
 log = logging.getLogger(__name__)
 PAD_LABEL = -1
-BOX_LABELS = (2, 3)
 
 
 class VideoTracker:
@@ -96,6 +98,8 @@ class VideoTracker:
         return self._get(obj_id)
 
     # -- prompts ---------------------------------------------------------------------------
+    # Every prompt computes first (frame, features, decoder) and records last: a failure anywhere
+    # (bad argument, unreadable frame, backend error) leaves objects, prompts and outputs as they were.
     def add_points(self, frame_idx: int, obj_id: int, points: Any = None, labels: Any = None, box: Any = None,
                    clear_old_points: bool = True, normalize_coords: bool = True) -> FrameResult:
         """Clicks (and/or a box) for one object on one frame; returns every object's masks there.
@@ -105,16 +109,15 @@ class VideoTracker:
         ``clear_old_points=False`` appends to the clicks already on this frame.
         """
         frame_idx = self._frame_index(frame_idx)
-        prompt = self._point_prompt(points, labels, box, normalize_coords, frame_idx)
-        obj = self._get_or_add(obj_id)
+        obj_id = validate.as_index(obj_id, "obj_id", low=None)
+        if not clear_old_points and box is not None:
+            raise InputError("box must come first: add it with clear_old_points=True (got a box with clear_old_points=False)")
+        coords, labs = prompts.parse_clicks(points, labels, box)
+        self._check_reachable(frame_idx)
+        prompt = prompts.place(coords, labs, self._hw_for(frame_idx), self.config.image_size, not normalize_coords)
+        obj = self._objects.get(obj_id) or ObjectMemory(obj_id, self.policy)
         if not clear_old_points:
-            if box is not None:
-                raise InputError("a box must come first: add it with clear_old_points=True")
-            old = obj.prompts.get(frame_idx)
-            if isinstance(old, PointPrompt):
-                prompt = PointPrompt(np.concatenate([old.coords, prompt.coords]),
-                                     np.concatenate([old.labels, prompt.labels]))
-        obj.prompts[frame_idx] = prompt
+            prompt = prompts.merged(obj.prompts.get(frame_idx), prompt)
         direction = obj.tracked.get(frame_idx)
         is_cond = direction is None
         prev = obj.lookup(frame_idx, is_cond)
@@ -131,11 +134,10 @@ class VideoTracker:
         else:
             embed = self.nets.condition(feats, [obj.select(frame_idx, bool(direction), self.num_frames)])
         dec = self.nets.decode(embed, feats, prompt.coords[None], prompt.labels[None], mask_in,
-                                 use_multimask(prompt.num_points))
+                               use_multimask(prompt.num_points))
         entry = MemoryEntry(frame_idx, self._fill(dec.low_res)[0], dec.obj_ptr[0], float(dec.object_score[0]),
                             None, from_points=True)
-        obj.add_pending(frame_idx, is_cond, entry)
-        return self._consolidate(frame_idx, is_cond)
+        return self._record(obj, frame_idx, prompt, is_cond, entry)
 
     def add_box(self, frame_idx: int, obj_id: int, box: Any, points: Any = None, labels: Any = None,
                 normalize_coords: bool = True) -> FrameResult:
@@ -145,10 +147,11 @@ class VideoTracker:
     def add_mask(self, frame_idx: int, obj_id: int, mask: Any) -> FrameResult:
         """A mask [H,W] (bool or 0/1, any size; stretched to the model input) for one object."""
         frame_idx = self._frame_index(frame_idx)
-        consts = mask_prompt.require_host_constants(self._host_constants)
+        obj_id = validate.as_index(obj_id, "obj_id", low=None)
         full = mask_prompt.mask_to_input_size(mask, self.config.image_size)
-        obj = self._get_or_add(obj_id)
-        obj.prompts[frame_idx] = MaskPrompt(int(full.sum()))
+        consts = mask_prompt.require_host_constants(self._host_constants)
+        self._check_reachable(frame_idx)
+        obj = self._objects.get(obj_id) or ObjectMemory(obj_id, self.policy)
         is_cond = obj.tracked.get(frame_idx) is None
         feats = self._features_for(frame_idx)
         dense = mask_prompt.mask_downsample(full, consts["mask_downsample.weight"], consts["mask_downsample.bias"])
@@ -159,19 +162,27 @@ class VideoTracker:
         score = mask_prompt.MASK_LOGIT_SCALE * float(present) + mask_prompt.MASK_LOGIT_BIAS
         low = mask_prompt.mask_output_logits(full, LOW_RES)
         entry = MemoryEntry(frame_idx, self._fill(low[None])[0], ptr, score, None, from_points=True)
-        obj.add_pending(frame_idx, is_cond, entry)
+        return self._record(obj, frame_idx, MaskPrompt(int(full.sum())), is_cond, entry)
+
+    def _record(self, obj: ObjectMemory, frame_idx: int, prompt: PointPrompt | MaskPrompt, is_cond: bool,
+                entry: MemoryEntry) -> FrameResult:
+        """The last step of a prompt: the object (new or not) takes the prompt and its output."""
+        self._objects.setdefault(obj.obj_id, obj)
+        obj.record_prompt(frame_idx, prompt, is_cond, entry)
         return self._consolidate(frame_idx, is_cond)
 
     def clear_prompts(self, frame_idx: int, obj_id: int) -> FrameResult:
         """Remove one object's prompts on a frame (its output there becomes an ordinary one)."""
+        frame_idx = self._frame_index(frame_idx)
         self._get(obj_id).clear_prompts(frame_idx)
         is_cond = any(frame_idx in o.pending[True] for o in self._objects.values())
         return self._consolidate(frame_idx, is_cond)
 
     def remove_object(self, obj_id: int, strict: bool = False) -> list[int]:
         """Forget an object entirely; returns the remaining object ids."""
+        obj_id = validate.as_index(obj_id, "obj_id", low=None)  # True is not object 1
         if obj_id not in self._objects and strict:
-            raise InputError(f"no object {obj_id}; known objects: {self.obj_ids}")
+            raise InputError(f"obj_id must be a known object {self.obj_ids}, got {obj_id}")
         self._objects.pop(obj_id, None)
         return self.obj_ids
 
@@ -196,11 +207,19 @@ class VideoTracker:
 
         start: first frame (default: the earliest prompted frame); reverse: towards frame 0;
         max_frames: frames to track after ``start`` (as the official, ``start`` itself is extra).
+        The arguments are checked here; the frames are read as the results are taken.
         """
+        if start is not None:
+            start = self._frame_index(start, "start")
+        if max_frames is not None:
+            max_frames = validate.as_index(max_frames, "max_frames")
+        return self._propagate(start, bool(reverse), max_frames)
+
+    def _propagate(self, start: int | None, reverse: bool, max_frames: int | None) -> Iterator[FrameResult]:
         self._commit()
         if start is None:
             start = min(o.first_cond_frame() for o in self._objects.values())  # type: ignore[type-var]
-        for frame_idx in self._order(int(start), reverse, max_frames):
+        for frame_idx in self._order(start, reverse, max_frames):
             try:
                 result = self.step(frame_idx, reverse)
             except EndOfVideo:
@@ -251,16 +270,17 @@ class VideoTracker:
 
     # -- internals ---------------------------------------------------------------------------
     def _commit(self) -> None:
-        """Encode every pending output's memory, then move it into the bank."""
+        """Encode every pending output's memory, then move it into the bank (all objects or none)."""
         if not self._objects:
             raise InputError("no object has prompts yet: add points, a box or a mask first")
-        self._flush_pending()
         for o in self._objects.values():
-            for entry in o.unencoded():  # prompts on frames whose features were not cached any more
-                self._flush_pending(self._features_for(entry.frame_idx))
-            o.commit()
-            if not o.cond:
+            if not o.cond and not o.pending[True]:
                 raise InputError(f"object {o.obj_id} has no prompt on any frame; add points, a box or a mask")
+        self._flush_pending()
+        for frame in sorted({e.frame_idx for o in self._objects.values() for e in o.unencoded()}):
+            self._flush_pending(self._features_for(frame))  # prompts whose frame left the feature cache
+        for o in self._objects.values():
+            o.commit()
 
     def _flush_pending(self, feats: FrameFeatures | None = None) -> None:
         """Run the memory encoder (binarised masks) for pending outputs on the cached frame."""
@@ -279,11 +299,25 @@ class VideoTracker:
     def _features_for(self, frame_idx: int) -> FrameFeatures:
         if self._features is not None and self._features.frame_idx == frame_idx:
             return self._features
-        self._flush_pending()  # the cached frame's pending memory needs its features
-        self._features = None
         image, hw = self._load(frame_idx)
-        self._features = self.nets.encode(frame_idx, image, hw)
-        return self._features
+        feats = self.nets.encode(frame_idx, image, hw)
+        self._flush_pending()  # the cached frame's pending memory needs its features: encode it before they go
+        self._features = feats
+        return feats
+
+    def drop_features(self, frame_idx: int) -> None:
+        """Forget the cached features of ``frame_idx`` (a stream frame that was taken back)."""
+        if self._features is not None and self._features.frame_idx == frame_idx:
+            self._flush_pending()
+            self._features = None
+
+    def _check_reachable(self, frame_idx: int) -> None:
+        """A one-pass source is never consumed to reach a prompt's frame (see FrameSource.unreachable)."""
+        if self._features is not None and self._features.frame_idx == frame_idx:
+            return
+        reason = self.source.unreachable(frame_idx)
+        if reason:
+            raise VideoError(f"frame_idx {frame_idx}: {reason}")
 
     def _load(self, frame_idx: int) -> tuple[np.ndarray, tuple[int, int]]:
         rgb = self.source.read(frame_idx)
@@ -311,51 +345,17 @@ class VideoTracker:
         masks = postprocess.upsample_masks(low[:, None], hw, self.options.mask_threshold)[:, 0]
         return FrameResult(frame_idx, tuple(ids), masks, low, scores, hw)
 
-    def _get(self, obj_id: int) -> ObjectMemory:
+    def _get(self, obj_id: Any) -> ObjectMemory:
+        obj_id = validate.as_index(obj_id, "obj_id", low=None)
         try:
             return self._objects[obj_id]
         except KeyError:
-            raise InputError(f"no object {obj_id}; known objects: {self.obj_ids}") from None
+            raise InputError(f"obj_id must be a known object {self.obj_ids}, got {obj_id}") from None
 
-    def _get_or_add(self, obj_id: int) -> ObjectMemory:
-        if not isinstance(obj_id, int | np.integer):
-            raise InputError(f"obj_id must be an integer, got {obj_id!r}")
-        obj_id = int(obj_id)
-        if obj_id not in self._objects:
-            self._objects[obj_id] = ObjectMemory(obj_id, self.policy)
-        return self._objects[obj_id]
-
-    def _frame_index(self, frame_idx: Any) -> int:
-        if not isinstance(frame_idx, int | np.integer) or frame_idx < 0:
-            raise InputError(f"frame_idx must be a non-negative integer, got {frame_idx!r}")
-        if self.num_frames is not None and frame_idx >= self.num_frames:
-            raise InputError(f"frame_idx {frame_idx} is outside the video (0..{self.num_frames - 1})")
-        return int(frame_idx)
-
-    def _point_prompt(self, points: Any, labels: Any, box: Any, normalize: bool, frame_idx: int) -> PointPrompt:
-        if (points is None) != (labels is None):
-            raise InputError("points and labels must be given together")
-        if points is None and box is None:
-            raise InputError("give points with labels, a box, or both")
-        coords = np.zeros((0, 2), np.float32) if points is None else np.asarray(points, np.float32).reshape(-1, 2)
-        labs = np.zeros((0,), np.int32) if labels is None else np.asarray(labels).reshape(-1)
-        if labs.shape[0] != coords.shape[0]:
-            raise InputError(f"points [P,2] and labels [P] must match, got {coords.shape[0]} points, {labs.shape[0]} labels")
-        if labs.size and not np.isin(labs, (0, 1)).all():
-            raise InputError(f"labels must be 1 (positive) or 0 (negative), got {np.unique(labs).tolist()}")
-        if box is not None:
-            b = np.asarray(box, np.float32).reshape(-1)
-            if b.shape != (4,):
-                raise InputError(f"box must be (x0, y0, x1, y1), got {np.asarray(box).shape}")
-            coords = np.concatenate([b.reshape(2, 2), coords])
-            labs = np.concatenate([np.array(BOX_LABELS), labs])
-        if not np.isfinite(coords).all():
-            raise InputError("points and box must be finite numbers")
-        size = np.float32(self.config.image_size)
-        if normalize:
-            h, w = self._hw_for(frame_idx)
-            coords = coords / np.array([w, h], np.float32)
-        return PointPrompt((coords * size).astype(np.float32), labs.astype(np.int32))
+    def _frame_index(self, frame_idx: Any, name: str = "frame_idx") -> int:
+        """A frame index of this video (0 <= index < num_frames when the length is known)."""
+        where = "outside the video" + (f" (frames 0..{self.num_frames - 1})" if self.num_frames is not None else "")
+        return validate.as_index(frame_idx, name, 0, self.num_frames, where)
 
     def _hw_for(self, frame_idx: int) -> tuple[int, int]:
         if self.source.video_hw is None:
