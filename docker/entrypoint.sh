@@ -6,7 +6,7 @@
 #                    $SAM2EDGE_HOST:$SAM2EDGE_PORT with an API key; ARGS go to `sam2edge serve`
 #   test [ARGS]      the device self-check (test.py): what runs here, and a segmentation when the store has a model
 #   healthcheck      exit 0 when the server answers /healthz (the images' HEALTHCHECK)
-#   doctor|segment|track|export|build|download ...   that sam2edge command
+#   doctor|models|segment|track|export|build|download ...   that sam2edge command
 #   anything else    executed as given (e.g. bash)
 #
 # Environment: SAM2EDGE_MODEL (sam2.1_hiera_tiny), SAM2EDGE_HOST (0.0.0.0), SAM2EDGE_PORT (9001),
@@ -81,6 +81,6 @@ case "$command" in
     serve) serve "$@" ;;
     test) exec python3 "$here/test.py" "$@" ;;
     healthcheck) healthcheck ;;
-    doctor | segment | track | export | build | download) exec sam2edge "$command" "$@" ;;
+    doctor | models | segment | track | export | build | download) exec sam2edge "$command" "$@" ;;
     *) exec "$command" "$@" ;;
 esac

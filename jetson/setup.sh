@@ -4,6 +4,7 @@
 #   jetson/setup.sh --check            what this board is, and what to change before the first engine build
 #   sudo jetson/setup.sh               + a venv in /opt/sam2edge that sees JetPack's TensorRT, and the packages
 #   sudo jetson/setup.sh --install-service      + the systemd service (sam2edge serve on port 9001, API key)
+#   jetson/setup.sh --dry-run [flags]           every check, then each change printed ("would run: ..."), none made
 #
 # It detects the L4T release and JetPack version and refuses unsupported ones; checks swap/zram and the power
 # mode and prints what it recommends; it changes the system only when a flag asks for it (--add-swap,
@@ -16,7 +17,8 @@
 #   --power-mode ID         set the nvpmodel power mode ID (list them with: nvpmodel -p --verbose)
 #   --install-service       install and start the systemd service (user sam2edge, /var/lib/sam2edge, /etc/sam2edge)
 #   --allow-unsupported     go on after the release check fails (no help is promised there)
-# Environment for tests: SAM2EDGE_SYSROOT is prepended to every /etc, /proc and /sys path read.
+#   --dry-run               print the commands that would change the system instead of running them (no sudo needed)
+# Environment for tests: SAM2EDGE_SYSROOT is prepended to every path read (/etc, /proc, /swapfile), not to writes.
 set -euo pipefail
 
 ROOT=${SAM2EDGE_SYSROOT:-}
@@ -25,17 +27,47 @@ PREFIX=/opt/sam2edge
 ORT_INDEX_URL=https://pypi.jetson-ai-lab.io/jp6/cu126
 ORT_SPEC="onnxruntime-gpu>=1.20,<1.27"
 ORT_CPU_SPEC="onnxruntime==1.23.2"
-CHECK_ONLY=0 CPU_ORT=0 ADD_SWAP="" POWER_MODE="" INSTALL_SERVICE=0 ALLOW_UNSUPPORTED=0
+CHECK_ONLY=0 DRY_RUN=0 CPU_ORT=0 ADD_SWAP="" POWER_MODE="" INSTALL_SERVICE=0 ALLOW_UNSUPPORTED=0
 
 say() { printf '%s\n' "$*"; }
 recommend() { printf 'recommend: %s\n' "$*"; }
 die() { printf 'setup.sh: %s\n' "$1" >&2; exit "${2:-1}"; }
 
-usage() { sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+
+# Every command that changes the system goes through act (or write_file): --dry-run prints it instead.
+act() {
+    if [[ $DRY_RUN -eq 1 ]]; then
+        printf 'would run:'
+        printf ' %q' "$@"
+        printf '\n'
+    else
+        "$@"
+    fi
+}
+
+# What a flag changed (a dry run says it was not done).
+changed() {
+    if [[ $DRY_RUN -eq 1 ]]; then say "dry run, not done: $*"; else say "$*"; fi
+}
+
+# Standard input into FILE (created with MODE, or appended to with MODE "append").
+write_file() {
+    local file=$1 mode=$2
+    if [[ $DRY_RUN -eq 1 ]]; then
+        say "would write: $file ($mode)"
+        cat >/dev/null
+    elif [[ "$mode" == append ]]; then
+        cat >>"$file"
+    else
+        (umask 077 && cat >"$file") && chmod "$mode" "$file"
+    fi
+}
 
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --check) CHECK_ONLY=1 ;;
+        --dry-run) DRY_RUN=1 ;;
         --prefix) PREFIX=${2:?--prefix needs a folder}; shift ;;
         --cpu-onnxruntime) CPU_ORT=1 ;;
         --ort-index-url) ORT_INDEX_URL=${2:?--ort-index-url needs a URL}; shift ;;
@@ -153,39 +185,39 @@ without them sam2edge runs on ONNX Runtime only"
 
 # -- what the flags change ------------------------------------------------------------------------------
 
-need_root() { [[ $EUID -eq 0 ]] || die "$1 changes the system: run with sudo"; }
+need_root() { [[ $EUID -eq 0 || $DRY_RUN -eq 1 ]] || die "$1 changes the system: run with sudo"; }
 
 install_packages() {
     local venv="$PREFIX/venv"
-    mkdir -p "$PREFIX/bin" || die "cannot write $PREFIX: run with sudo, or pass --prefix ~/sam2edge"
+    act mkdir -p "$PREFIX/bin" || die "cannot write $PREFIX: run with sudo, or pass --prefix ~/sam2edge"
     say "venv: $venv (sees the system site-packages: JetPack's TensorRT bindings)"
-    python3 -m venv --system-site-packages "$venv" || die "python3 -m venv failed: sudo apt install python3-venv"
-    "$venv/bin/pip" install --no-cache-dir -r "$REPO/requirements/jetson.txt"
+    act python3 -m venv --system-site-packages "$venv" || die "python3 -m venv failed: sudo apt install python3-venv"
+    act "$venv/bin/pip" install --no-cache-dir -r "$REPO/requirements/jetson.txt"
     if [[ $CPU_ORT -eq 1 ]]; then
-        "$venv/bin/pip" install --no-cache-dir -c "$REPO/requirements/jetson.txt" "$ORT_CPU_SPEC"
+        act "$venv/bin/pip" install --no-cache-dir -c "$REPO/requirements/jetson.txt" "$ORT_CPU_SPEC"
     else
-        "$venv/bin/pip" install --no-cache-dir --extra-index-url "$ORT_INDEX_URL" -c "$REPO/requirements/jetson.txt" "$ORT_SPEC" \
-            || die "the GPU ONNX Runtime did not install from $ORT_INDEX_URL; retry, or pass --cpu-onnxruntime"
+        act "$venv/bin/pip" install --no-cache-dir --extra-index-url "$ORT_INDEX_URL" -c "$REPO/requirements/jetson.txt" \
+            "$ORT_SPEC" || die "the GPU ONNX Runtime did not install from $ORT_INDEX_URL; retry, or pass --cpu-onnxruntime"
     fi
-    "$venv/bin/pip" install --no-cache-dir --no-deps "$REPO"
-    install -m 0755 "$REPO/docker/entrypoint.sh" "$PREFIX/bin/sam2edge-appliance"
-    install -m 0644 "$REPO/docker/prepare.py" "$REPO/docker/test.py" "$PREFIX/bin/"
-    "$venv/bin/sam2edge" doctor || true
+    act "$venv/bin/pip" install --no-cache-dir --no-deps "$REPO"
+    act install -m 0755 "$REPO/docker/entrypoint.sh" "$PREFIX/bin/sam2edge-appliance"
+    act install -m 0644 "$REPO/docker/prepare.py" "$REPO/docker/test.py" "$PREFIX/bin/"
+    act "$venv/bin/sam2edge" doctor || true
 }
 
 add_swap() {
     need_root --add-swap
-    [[ ! -e /swapfile ]] || die "/swapfile exists already; remove it first or size it by hand"
-    fallocate -l "${ADD_SWAP}G" /swapfile && chmod 600 /swapfile && mkswap /swapfile && swapon /swapfile
-    grep -q '^/swapfile ' /etc/fstab || echo '/swapfile none swap sw 0 0' >>/etc/fstab
-    say "swap: /swapfile, ${ADD_SWAP} GiB, enabled and in /etc/fstab"
+    [[ ! -e "$ROOT/swapfile" ]] || die "/swapfile exists already; remove it first or size it by hand"
+    act fallocate -l "${ADD_SWAP}G" /swapfile && act chmod 600 /swapfile && act mkswap /swapfile && act swapon /swapfile
+    grep -q '^/swapfile ' "$ROOT/etc/fstab" 2>/dev/null || echo '/swapfile none swap sw 0 0' | write_file /etc/fstab append
+    changed "swap: /swapfile, ${ADD_SWAP} GiB, enabled and in /etc/fstab"
 }
 
 set_power_mode() {
     need_root --power-mode
     command -v nvpmodel >/dev/null 2>&1 || die "nvpmodel not found"
-    nvpmodel -m "$POWER_MODE"
-    say "power mode: now $(nvpmodel -q | sed -n 's/^NV Power Mode: *//p' | head -n 1)"
+    act nvpmodel -m "$POWER_MODE"
+    [[ $DRY_RUN -eq 1 ]] || say "power mode: now $(nvpmodel -q | sed -n 's/^NV Power Mode: *//p' | head -n 1)"
 }
 
 install_service() {
@@ -193,21 +225,21 @@ install_service() {
     local total memory_max
     total=$(meminfo_kib MemTotal)
     memory_max="$((total * 3 / 4 / 1024))M"  # three quarters of the RAM: the rest stays with the system
-    id sam2edge >/dev/null 2>&1 || useradd --system --home-dir /var/lib/sam2edge --shell /usr/sbin/nologin \
+    id sam2edge >/dev/null 2>&1 || act useradd --system --home-dir /var/lib/sam2edge --shell /usr/sbin/nologin \
         --groups video,render sam2edge
-    install -d -m 0755 -o sam2edge -g sam2edge /var/lib/sam2edge /var/lib/sam2edge/engines /var/lib/sam2edge/models
-    install -d -m 0750 -g sam2edge /etc/sam2edge
-    if [[ ! -s /etc/sam2edge/api_key ]]; then
-        (umask 027 && python3 -c 'import secrets; print(secrets.token_hex(24))' >/etc/sam2edge/api_key)
-        chgrp sam2edge /etc/sam2edge/api_key
-        say "API key: written to /etc/sam2edge/api_key (clients send it as 'Authorization: Bearer KEY')"
+    act install -d -m 0755 -o sam2edge -g sam2edge /var/lib/sam2edge /var/lib/sam2edge/engines /var/lib/sam2edge/models
+    act install -d -m 0750 -g sam2edge /etc/sam2edge
+    if [[ ! -s "$ROOT/etc/sam2edge/api_key" ]]; then
+        python3 -c 'import secrets; print(secrets.token_hex(24))' | write_file /etc/sam2edge/api_key 0640
+        act chgrp sam2edge /etc/sam2edge/api_key
+        changed "API key: written to /etc/sam2edge/api_key (clients send it as 'Authorization: Bearer KEY')"
     fi
-    [[ -e /etc/sam2edge/sam2edge.env ]] || install -m 0644 "$REPO/jetson/sam2edge.env" /etc/sam2edge/sam2edge.env
+    [[ -e "$ROOT/etc/sam2edge/sam2edge.env" ]] || act install -m 0644 "$REPO/jetson/sam2edge.env" /etc/sam2edge/sam2edge.env
     sed -e "s#@PREFIX@#$PREFIX#g" -e "s#@MEMORY_MAX@#$memory_max#g" "$REPO/jetson/sam2edge.service" \
-        >/etc/systemd/system/sam2edge.service
-    systemctl daemon-reload
-    systemctl enable --now sam2edge.service
-    say "service: sam2edge.service enabled and started (MemoryMax=$memory_max); the first start builds this board's \
+        | write_file /etc/systemd/system/sam2edge.service 0644
+    act systemctl daemon-reload
+    act systemctl enable --now sam2edge.service
+    changed "service: sam2edge.service enabled and started (MemoryMax=$memory_max); the first start builds this board's \
 engines: journalctl -u sam2edge -f"
 }
 
@@ -231,4 +263,5 @@ install_packages
 [[ -z "$ADD_SWAP" ]] || add_swap
 [[ -z "$POWER_MODE" ]] || set_power_mode
 [[ $INSTALL_SERVICE -eq 0 ]] || install_service
+[[ $DRY_RUN -eq 0 ]] || { say "dry run: nothing was changed"; exit 0; }
 say "done: $PREFIX/venv/bin/sam2edge doctor; the device check: $PREFIX/bin/sam2edge-appliance test"

@@ -68,7 +68,7 @@ def test_jetson_wheels_install_and_segment_on_arm64(tmp_path: Path, deployed: De
     timings: dict[str, float] = {}
     root = tmp_path / "arm64"
     t0 = time.monotonic()
-    if not BASE_TAR.exists():  # the pristine root filesystem is kept, like the stand-in Docker base image
+    if not BASE_TAR.is_file():  # the pristine root filesystem is kept, like the stand-in Docker base image
         partial = BASE_TAR.with_name(BASE_TAR.stem + ".partial.tar")  # mmdebstrap picks its format by the suffix
         r = subprocess.run(["mmdebstrap", "--quiet", "--architectures=arm64", "--variant=apt",
                             "--include=python3,python3-venv,ca-certificates", "bookworm", str(partial)],

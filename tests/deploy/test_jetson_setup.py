@@ -1,11 +1,15 @@
 """jetson/setup.sh on recorded boards: a fake root (SAM2EDGE_SYSROOT) holds the files a Jetson has
 (/etc/nv_tegra_release, /proc/meminfo, /proc/swaps, the device-tree model) and a fake nvpmodel is on PATH.
 The release check refuses what is unsupported with a clear message; memory and power mode give
-recommendations and change nothing; bad options are usage errors."""
+recommendations and change nothing; bad options are usage errors; --dry-run walks the whole install and prints
+each change instead of making it. What runs only on a real JetPack host (the venv seeing JetPack's TensorRT,
+the community index's GPU ONNX Runtime wheel, swap, nvpmodel, systemd) is covered by these printed commands,
+not executed."""
 
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 from pathlib import Path
 
@@ -93,3 +97,56 @@ def test_installing_needs_python_310_and_refuses_before_changing_anything(tmp_pa
 def test_bad_options_are_usage_errors(tmp_path, args):
     r = setup(board(tmp_path / "root"), "--check", *args)
     assert r.returncode == 2 and r.stderr.startswith("setup.sh: ")
+
+
+def jetpack_python(root: Path) -> None:
+    """A stand-in python3 on PATH answering as JetPack 6's: Python 3.10 with TensorRT 10.3 importable."""
+    fake = root / "bin" / "python3"
+    fake.write_text('#!/bin/sh\ncase "$*" in *tensorrt.__version__*) echo 10.3.0 ;; *tensorrt*) ;; '
+                    '*secrets*) echo 0123456789abcdef ;; *) echo 3.10 ;; esac\n')
+    fake.chmod(0o755)
+
+
+def would_run(stdout: str) -> list[list[str]]:
+    return [shlex.split(line.removeprefix("would run:")) for line in stdout.splitlines() if line.startswith("would run:")]
+
+
+def test_dry_run_prints_the_whole_install_and_changes_nothing(tmp_path):
+    env = board(tmp_path / "root")
+    jetpack_python(tmp_path / "root")
+    prefix = tmp_path / "prefix"
+    r = setup(env, "--dry-run", "--prefix", str(prefix), "--add-swap", "8", "--power-mode", "0", "--install-service")
+    print(r.stdout)
+    assert r.returncode == 0, r.stderr
+    commands = would_run(r.stdout)
+    pip = str(prefix / "venv" / "bin" / "pip")
+    expected = [
+        ["python3", "-m", "venv", "--system-site-packages", str(prefix / "venv")],
+        [pip, "install", "--no-cache-dir", "-r", str(REPO / "requirements" / "jetson.txt")],
+        [pip, "install", "--no-cache-dir", "--extra-index-url", "https://pypi.jetson-ai-lab.io/jp6/cu126", "-c",
+         str(REPO / "requirements" / "jetson.txt"), "onnxruntime-gpu>=1.20,<1.27"],
+        [pip, "install", "--no-cache-dir", "--no-deps", str(REPO)],
+        ["install", "-m", "0755", str(REPO / "docker" / "entrypoint.sh"), str(prefix / "bin" / "sam2edge-appliance")],
+        ["fallocate", "-l", "8G", "/swapfile"], ["swapon", "/swapfile"],
+        ["nvpmodel", "-m", "0"],
+        ["systemctl", "enable", "--now", "sam2edge.service"],
+    ]
+    positions = [commands.index(c) for c in expected]  # ValueError names a missing command
+    assert positions == sorted(positions), "install, then swap, power mode and the service, in that order"
+    assert "TensorRT: 10.3.0 (JetPack's Python bindings)" in r.stdout
+    for line in ("would write: /etc/fstab (append)", "would write: /etc/sam2edge/api_key (0640)",
+                 "would write: /etc/systemd/system/sam2edge.service (0644)"):
+        assert line in r.stdout.splitlines(), line
+    assert "MemoryMax=5714M" in r.stdout  # three quarters of the board's 7.4 GiB
+    assert r.stdout.rstrip().endswith("dry run: nothing was changed") and not prefix.exists()
+
+
+def test_dry_run_with_the_cpu_onnxruntime_takes_it_from_pypi(tmp_path):
+    env = board(tmp_path / "root")
+    jetpack_python(tmp_path / "root")
+    r = setup(env, "--dry-run", "--cpu-onnxruntime", "--prefix", str(tmp_path / "prefix"))
+    assert r.returncode == 0, r.stderr
+    ort = [c for c in would_run(r.stdout) if any(a.startswith("onnxruntime") for a in c)]
+    assert ort == [[str(tmp_path / "prefix" / "venv" / "bin" / "pip"), "install", "--no-cache-dir", "-c",
+                    str(REPO / "requirements" / "jetson.txt"), "onnxruntime==1.23.2"]]
+    assert not any("fallocate" in c or "systemctl" in c[0] for c in would_run(r.stdout)), "no flag, no change"
