@@ -67,14 +67,20 @@ def test_image_is_non_root_runtime_only_and_has_no_engines(image):
     assert lines[3:] == [""], f"artifacts baked into the image: {lines[3:]}"
 
 
-def test_doctor_in_the_image_sees_the_mounted_export(image, deployed):
-    r = run(image, "doctor", mounts=deployed.mounts())
+def test_doctor_and_models_in_the_image_see_the_mounted_volumes(image, deployed):
+    r = run(image, "bash", "-c", "sam2edge-appliance doctor && echo '--- models' && sam2edge-appliance models",
+            mounts=deployed.mounts())
+    doctor, models = r.stdout.split("--- models\n")
     print(r.stdout)
     assert r.returncode == 0, r.output
-    assert "ONNX Runtime: 1.26.0" in r.stdout  # the GPU build (requirements/docker.txt), here on the CPU
-    assert "TensorRT: not installed" in r.stdout and "GPU: none" in r.stdout
-    assert f"store /data/engines\n  {deployed.model_dir_name}: ONNX export" in r.stdout
-    assert "auto backend for sam2.1_hiera_tiny (batch 1): onnxruntime-cpu on cpu" in r.stdout
+    assert "ONNX Runtime: 1.26.0" in doctor  # the GPU build (requirements/docker.txt), here on the CPU
+    assert "TensorRT: not installed" in doctor and "GPU: none" in doctor
+    assert f"store /data/engines\n  {deployed.model_dir_name}: ONNX export" in doctor
+    assert "auto backend for sam2.1_hiera_tiny (batch 1): onnxruntime-cpu on cpu" in doctor
+    # the checkpoint volume is $SAM2EDGE_MODELS_DIR (listed once: the download cache is a folder below it)
+    assert models.count("/data/models/sam2.1_hiera_tiny.pt") == 1, models
+    assert "download cache ($SAM2EDGE_CACHE): /data/models/cache" in models
+    assert f"export: {deployed.model_dir_name} (ONNX, from another checkpoint" in models  # random weights
 
 
 def test_device_check_passes_on_the_cpu(image, deployed):
