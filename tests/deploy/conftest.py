@@ -16,7 +16,7 @@ import shutil
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -195,15 +195,6 @@ def deployed(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRe
         return _readable_copy(onnx.parent, root / "sam2.1_hiera_tiny.pt", dest)
     exported = request.getfixturevalue("tiny_export")
     return _readable_copy(exported.onnx_dir.parent, exported.checkpoint, dest)
-
-
-@pytest.fixture
-def io_dir(tmp_path: Path) -> Iterator[Path]:
-    """A folder the container's user may write into (mounted at /io)."""
-    folder = tmp_path / "io"
-    folder.mkdir()
-    folder.chmod(0o777)
-    yield folder
 
 
 def pytest_collection_modifyitems(session, config, items):

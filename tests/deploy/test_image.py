@@ -12,6 +12,7 @@ import base64
 import json
 import socket
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -32,12 +33,18 @@ def scene() -> np.ndarray:
     return img
 
 
+_HOST_MODELS: dict[str, object] = {}
+
+
 def host_prediction(deployed: Deployed, rgb: np.ndarray, x: float, y: float):
     """The host's answer on the same export (ONNX Runtime on the CPU): the best of three masks and its score."""
     from sam2edge import SAM2
 
-    model = SAM2.from_pretrained(str(deployed.onnx_dir.parent), backend="onnxruntime", device="cpu",
-                                 store_dir=str(deployed.store))
+    key = str(deployed.onnx_dir)
+    if key not in _HOST_MODELS:  # loaded once: the segment and server tests compare with the same model
+        _HOST_MODELS[key] = SAM2.from_pretrained(str(deployed.onnx_dir.parent), backend="onnxruntime", device="cpu",
+                                                 store_dir=str(deployed.store))
+    model = _HOST_MODELS[key]
     pred = model.segment_images(rgb, point_coordinates=np.array([[x, y]], np.float32), point_labels=np.array([1]),
                                 input_color_format="rgb")[0]
     best = int(np.argmax(pred.scores))
@@ -67,46 +74,73 @@ def test_image_is_non_root_runtime_only_and_has_no_engines(image):
     assert lines[3:] == [""], f"artifacts baked into the image: {lines[3:]}"
 
 
-def test_doctor_and_models_in_the_image_see_the_mounted_volumes(image, deployed):
-    r = run(image, "bash", "-c", "sam2edge-appliance doctor && echo '--- models' && sam2edge-appliance models",
-            mounts=deployed.mounts())
-    doctor, models = r.stdout.split("--- models\n")
-    print(r.stdout)
+# One container runs these one after the other: a container start, the imports and a model load cost seconds
+# each on a loaded 2-core CI box. `test` prints `sam2edge doctor` first.
+CHECKS = {
+    "test": "sam2edge-appliance test --cpu-ok",
+    "models": "sam2edge-appliance models",
+    "segment": "sam2edge-appliance segment /io/in.png --point 110,120 --multimask --out /io/mask.png --json",
+}
+
+
+@pytest.fixture(scope="module")
+def checks(image, deployed, tmp_path_factory) -> tuple[dict[str, tuple[int, str]], Path]:
+    """{check: (exit code, stdout)} of CHECKS run in one container with the session's export mounted, and the
+    folder mounted at /io (the segmentation's input and mask)."""
+    import cv2
+
+    io = tmp_path_factory.mktemp("io")
+    io.chmod(0o777)  # the container's user is uid 10001
+    cv2.imwrite(str(io / "in.png"), scene()[:, :, ::-1])
+    script = "; ".join(f'echo "=== {name}"; {command}; echo "=== {name} exit $?"' for name, command in CHECKS.items())
+    mounts = deployed.mounts()
+    mounts.volumes.append((io, "/io", False))
+    r = run(image, "bash", "-c", script, mounts=mounts, timeout=300)
+    TIMINGS["check container: test, models, segment"] = r.seconds
     assert r.returncode == 0, r.output
+    out = {}
+    for name in CHECKS:
+        body, rest = r.stdout.split(f"=== {name}\n", 1)[1].split(f"=== {name} exit ", 1)
+        out[name] = (int(rest.split("\n", 1)[0]), body)
+        print(f"--- {name}\n{body}")
+    assert all(code == 0 for code, _ in out.values()), f"{ {k: c for k, (c, _) in out.items()} }\n{r.output}"
+    return out, io
+
+
+def test_doctor_in_the_image_sees_the_mounted_export(checks):
+    doctor = checks[0]["test"][1]
     assert "ONNX Runtime: 1.26.0" in doctor  # the GPU build (requirements/docker.txt), here on the CPU
     assert "TensorRT: not installed" in doctor and "GPU: none" in doctor
-    assert f"store /data/engines\n  {deployed.model_dir_name}: ONNX export" in doctor
     assert "auto backend for sam2.1_hiera_tiny (batch 1): onnxruntime-cpu on cpu" in doctor
+
+
+def test_device_check_passes_on_the_cpu(checks, deployed):
+    out = checks[0]["test"][1]
+    assert f"store /data/engines\n  {deployed.model_dir_name}: ONNX export" in out
+    assert f"segmentation: {deployed.model_dir_name} on onnxruntime-cpu" in out
+    assert "note: no CUDA GPU visible" in out and "(allowed by --cpu-ok)" in out
+    assert out.rstrip().endswith("sam2edge OK")
+
+
+def test_models_lists_the_checkpoint_volume_and_the_export(checks, deployed):
+    models = checks[0]["models"][1]
     # the checkpoint volume is $SAM2EDGE_MODELS_DIR (listed once: the download cache is a folder below it)
     assert models.count("/data/models/sam2.1_hiera_tiny.pt") == 1, models
     assert "download cache ($SAM2EDGE_CACHE): /data/models/cache" in models
     assert f"export: {deployed.model_dir_name} (ONNX, from another checkpoint" in models  # random weights
 
 
-def test_device_check_passes_on_the_cpu(image, deployed):
-    r = run(image, "test", "--cpu-ok", mounts=deployed.mounts())
-    print(r.stdout)
-    assert r.returncode == 0, r.output
-    assert f"segmentation: {deployed.model_dir_name} on onnxruntime-cpu" in r.stdout
-    assert r.stdout.rstrip().endswith("sam2edge OK")
-
-
-def test_segment_in_the_image_matches_the_host(image, deployed, io_dir):
+def test_segment_in_the_image_matches_the_host(checks, deployed):
     import cv2
 
-    rgb = scene()
-    cv2.imwrite(str(io_dir / "in.png"), rgb[:, :, ::-1])
-    mounts = deployed.mounts()
-    mounts.volumes.append((io_dir, "/io", False))
-    r = run(image, "segment", "/io/in.png", "--point", "110,120", "--multimask", "--out", "/io/mask.png", "--json", mounts=mounts)
-    assert r.returncode == 0, r.output
-    report = json.loads(r.stdout.strip().splitlines()[-1])
-    theirs = cv2.imread(str(io_dir / "mask.png"), cv2.IMREAD_GRAYSCALE) > 127
-    ours, score = host_prediction(deployed, rgb, 110, 120)
+    results, io = checks
+    report = json.loads(results["segment"][1].strip().splitlines()[-1])
+    theirs = cv2.imread(str(io / "mask.png"), cv2.IMREAD_GRAYSCALE) > 127
+    ours, score = host_prediction(deployed, scene(), 110, 120)
     overlap = iou(theirs, ours)
     print(f"container vs host: mask IoU {overlap:.5f}, score {report['scores'][report['best']]:.5f} vs {score:.5f} "
           f"({report['backend']}; ONNX Runtime 1.26 in the image)")
-    assert report["backend"] == "onnxruntime-cpu" and theirs.shape == rgb.shape[:2]
+    assert report["backend"] == "onnxruntime-cpu" and theirs.shape == scene().shape[:2]
     assert overlap > 0.99 and abs(report["scores"][report["best"]] - score) < 1e-3
 
 
