@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from sam2edge.backends.base import Runner
 from sam2edge.contract.artifacts import Artifact
 from sam2edge.errors import InputError
 from sam2edge.processing import amg
@@ -118,11 +119,24 @@ class _Engine:
         return (3, 1, 2)
 
 
-def test_decoder_batches_respect_an_engine_profile():
+class _Proxy(Runner):
+    """Like runtime/fallback.py's FallbackRunner: forwards to the active backend's own runner."""
+
+    def __init__(self, inner: Runner) -> None:
+        super().__init__(inner.spec)
+        self.active_runner = inner
+
+    def _infer_impl(self, feeds):
+        return self.active_runner.infer(feeds)
+
+
+@pytest.mark.parametrize("behind_fallback", [False, True])
+def test_decoder_batches_respect_an_engine_profile(behind_fallback):
     fake = FakeModel()
     decoder = fake.runners[Artifact.PROMPT_DECODER]
     decoder.engine, decoder.profile = _Engine(), 0  # as a TensorRT runner exposes its profile
-    gen = AutomaticMaskGenerator(fake.runners, lambda rgb: np.zeros((1, 3, 1024, 1024), np.float32), fake.config,
+    runners = {**fake.runners, Artifact.PROMPT_DECODER: _Proxy(decoder)} if behind_fallback else fake.runners
+    gen = AutomaticMaskGenerator(runners, lambda rgb: np.zeros((1, 3, 1024, 1024), np.float32), fake.config,
                                  AutomaticMaskOptions(points_per_side=3, points_per_batch=64))
     gen.generate(IMAGE)
     assert max(c["point_coords"][0] for c in decoder.calls) == 3
