@@ -21,6 +21,7 @@ EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 1
 # command -> (module with add_arguments(parser) and run(args) -> int, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "segment": ("sam2edge.cli.segment", "segment an image from points/boxes"),
+    "everything": ("sam2edge.cli.everything", "segment everything in an image (automatic mask generation)"),
     "track": ("sam2edge.cli.track", "track objects through a video"),
     "export": ("sam2edge.cli.export", "export verified ONNX artifacts from a checkpoint"),
     "build": ("sam2edge.cli.build", "build TensorRT engines for this device"),

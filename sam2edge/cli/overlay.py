@@ -18,16 +18,17 @@ def colour(i: int) -> tuple[int, int, int]:
 
 
 def draw_overlay(bgr: np.ndarray, masks: Sequence[np.ndarray] | np.ndarray = (), points: Sequence = (),
-                 boxes: Sequence = (), alpha: float = 0.5) -> np.ndarray:
+                 boxes: Sequence = (), alpha: float = 0.5, colours: Sequence | None = None) -> np.ndarray:
     """A copy of ``bgr`` [H,W,3] with each mask [H,W] bool tinted (its own colour) and outlined in white,
-    clicks (x, y, label) as dots (green object, red background) and boxes (x0, y0, x1, y1) in yellow."""
+    clicks (x, y, label) as dots (green object, red background) and boxes (x0, y0, x1, y1) in yellow.
+    ``colours``: one BGR colour per mask (default: the palette, repeating after 10 masks)."""
     out = bgr.copy()
     masks = [masks] if isinstance(masks, np.ndarray) and masks.ndim == 2 else list(masks)
     for i, mask in enumerate(masks):
         mask = np.asarray(mask, dtype=bool)
         if not mask.any():
             continue
-        tint = np.array(colour(i), np.float32)
+        tint = np.array(colour(i) if colours is None else colours[i], np.float32)
         out[mask] = ((1 - alpha) * out[mask].astype(np.float32) + alpha * tint).astype(np.uint8)
         contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         cv2.drawContours(out, contours, -1, (255, 255, 255), 1 if min(bgr.shape[:2]) < 400 else 2)

@@ -107,6 +107,26 @@ class SAM2:
 
         return stream(self, first_frame, prompts, **kwargs)
 
+    # -- segment everything ---------------------------------------------------------------
+    def generate_masks(self, image: Any, input_color_format: str | None = None, progress: Any = None,
+                       **options: Any) -> list[dict[str, Any]]:
+        """Masks for everything in one image (HWC uint8, BGR unless ``input_color_format="rgb"``).
+
+        Options and records are those of sam2's ``SAM2AutomaticMaskGenerator`` (see
+        ``AutomaticMaskOptions``); ``progress(points_done, points_total)`` is called after each
+        decoder batch. Every option is checked before the image is encoded.
+        """
+        from sam2edge.runtime.image.automatic import AutomaticMaskGenerator
+        from sam2edge.runtime.image.automatic_options import AutomaticMaskOptions
+
+        opts = AutomaticMaskOptions.from_kwargs(**options)
+        if isinstance(image, list | tuple):
+            raise InputError(f"generate_masks takes one image, got a {type(image).__name__} of {len(image)}")
+        if progress is not None and not callable(progress):
+            raise InputError(f"progress must be a callable (points_done, points_total) or None, got {type(progress).__name__}")
+        rgb = _as_rgb_list(image, input_color_format)[0]
+        return AutomaticMaskGenerator(self.runners, self._preprocess, self.config, opts).generate(rgb, progress)
+
     # -- images -> embeddings ------------------------------------------------------------
     def embed_images(
         self,

@@ -164,6 +164,47 @@ class VideoTracker:
         entry = MemoryEntry(frame_idx, self._fill(low[None])[0], ptr, score, None, from_points=True)
         return self._record(obj, frame_idx, MaskPrompt(int(full.sum())), is_cond, entry)
 
+    def add_masks(self, frame_idx: int, records: Any, obj_ids: Any = None) -> FrameResult:
+        """One new object per mask, e.g. the records of ``generate_masks`` on that frame.
+
+        records: a list of records (dicts with a "segmentation" in any output mode: [H,W] bool,
+        uncompressed or COCO RLE) or of [H,W] masks. obj_ids: one new id per record (default: the
+        next free ids, counting up from the largest in use). Every mask and id is checked before
+        any object is added, and a failure while adding removes the ones added: all or nothing.
+        """
+        from sam2edge.processing.amg import segmentation_to_mask
+
+        frame_idx = self._frame_index(frame_idx)
+        if isinstance(records, dict) or not isinstance(records, list | tuple) or not records:
+            raise InputError(f"records must be a non-empty list of records or masks, got {type(records).__name__}")
+        masks = [segmentation_to_mask(r["segmentation"] if isinstance(r, dict) else r) for r in records]  # 2-D bool
+        ids = self._new_ids(len(masks), obj_ids)
+        mask_prompt.require_host_constants(self._host_constants)
+        self._check_reachable(frame_idx)
+        result = None
+        try:
+            for obj_id, mask in zip(ids, masks):
+                result = self.add_mask(frame_idx, obj_id, mask)
+        except BaseException:
+            for obj_id in ids:
+                self._objects.pop(obj_id, None)
+            raise
+        assert result is not None
+        return result
+
+    def _new_ids(self, count: int, obj_ids: Any) -> list[int]:
+        """``count`` distinct integer ids not in use (the next free ones when ``obj_ids`` is None)."""
+        if obj_ids is None:
+            first = max(self._objects, default=0) + 1
+            return list(range(first, first + count))
+        ids = list(obj_ids) if isinstance(obj_ids, list | tuple | np.ndarray) else [obj_ids]
+        if len(ids) != count:
+            raise InputError(f"obj_ids must hold one id per record ({count}), got {len(ids)}: {obj_ids!r}")
+        ids = [validate.as_index(i, "obj_ids", low=None) for i in ids]
+        if len(set(ids)) != len(ids) or set(ids) & set(self._objects):
+            raise InputError(f"obj_ids must be {count} distinct ids not in use (in use: {self.obj_ids}), got {obj_ids!r}")
+        return ids
+
     def _record(self, obj: ObjectMemory, frame_idx: int, prompt: PointPrompt | MaskPrompt, is_cond: bool,
                 entry: MemoryEntry) -> FrameResult:
         """The last step of a prompt: the object (new or not) takes the prompt and its output."""
