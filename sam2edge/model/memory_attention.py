@@ -14,6 +14,12 @@ concatenated tensor plus a Python count of pointer tokens:
 - ``obj_ptrs`` [B, K, 64]: object-pointer tokens (not rotated), K may be 0.
 
 F and K are read from tensor shapes only, so both stay dynamic in an exported graph.
+
+EdgeTAM changes two things, both constructor arguments: the number of layers (2), and the
+memory frames, which hold 512 perceiver latents instead of 64x64 tokens. There the keys of
+a frame's first 256 latents (global) are not rotated and its last 256 (one per 4x4 window)
+are rotated by their position on a 16x16 grid (``memory_grid``, ``memory_prefix_tokens``).
+The unrotated rows of the key table are cos = 1, sin = 0: a rotation by zero is exact.
 """
 
 from __future__ import annotations
@@ -63,11 +69,13 @@ class MemoryAttentionLayer(nn.Module):
         mem_keys_spatial: torch.Tensor,
         mem_keys_ptr: torch.Tensor,
         mem_values: torch.Tensor,
-        cos: torch.Tensor,
-        sin: torch.Tensor,
+        rope_q: tuple[torch.Tensor, torch.Tensor],
+        rope_k: tuple[torch.Tensor, torch.Tensor],
     ) -> torch.Tensor:
-        """x [B,N,D]; mem_keys_spatial [B,F*N,C] (memory + pos); mem_keys_ptr [B,K,C] (pointers + pos);
-        mem_values [B,F*N+K,C] (memory then pointers); cos/sin [N,D/2] -> [B,N,D]."""
+        """x [B,N,D]; mem_keys_spatial [B,F*T,C] (memory + pos); mem_keys_ptr [B,K,C] (pointers + pos);
+        mem_values [B,F*T+K,C] (memory then pointers); rope_q = (cos, sin) [N,D/2] of the current
+        frame's tokens, rope_k [T,D/2] of one memory frame's tokens -> [B,N,D]."""
+        cos, sin = rope_q
         sa = self.self_attn
         h = self.norm1(x)
         q = apply_rope(sa.q_proj(h), cos, sin)
@@ -76,7 +84,7 @@ class MemoryAttentionLayer(nn.Module):
 
         ca = self.cross_attn_image
         q = apply_rope(ca.q_proj(self.norm2(x)), cos, sin)
-        k_spatial = apply_rope_per_frame(ca.k_proj(mem_keys_spatial), cos, sin)
+        k_spatial = apply_rope_per_frame(ca.k_proj(mem_keys_spatial), *rope_k)
         k = torch.cat((k_spatial, ca.k_proj(mem_keys_ptr)), dim=1)
         x = x + ca.out_proj(_attend(q, k, ca.v_proj(mem_values)))
 
@@ -93,6 +101,9 @@ class MemoryAttention(nn.Module):
         feat_size: (H, W) of the current frame's feature grid (64, 64); N = H*W tokens.
         rope_theta: RoPE base frequency.
         dim_feedforward: hidden width of the feed-forward block.
+        memory_grid: (H, W) grid of a memory frame's rotated tokens; None: feat_size (SAM2).
+        memory_prefix_tokens: unrotated tokens at the start of every memory frame (EdgeTAM: 256).
+            A memory frame holds T = memory_prefix_tokens + H*W tokens.
     """
 
     def __init__(
@@ -103,6 +114,8 @@ class MemoryAttention(nn.Module):
         feat_size: tuple[int, int] = (64, 64),
         rope_theta: float = 1e4,
         dim_feedforward: int = 2048,
+        memory_grid: tuple[int, int] | None = None,
+        memory_prefix_tokens: int = 0,
     ) -> None:
         super().__init__()
         self.d_model = d_model
@@ -113,6 +126,16 @@ class MemoryAttention(nn.Module):
         height, width = self.feat_size
         rope = torch.stack(axial_rope_tables(d_model, height, width, rope_theta))
         self.register_buffer("rope_table", rope, persistent=False)  # [2 (cos, sin), N, D/2]
+        self.own_key_table = memory_grid is not None or memory_prefix_tokens > 0
+        if self.own_key_table:
+            grid_h, grid_w = memory_grid or self.feat_size
+            cos_k, sin_k = axial_rope_tables(d_model, grid_h, grid_w, rope_theta)
+            keep = torch.stack((torch.ones(memory_prefix_tokens, d_model // 2), torch.zeros(memory_prefix_tokens, d_model // 2)))
+            key_table = torch.cat((keep, torch.stack((cos_k, sin_k))), dim=1)
+            self.register_buffer("key_rope_table", key_table, persistent=False)  # [2, T, D/2]
+        self.memory_tokens_per_frame = memory_prefix_tokens + (
+            (memory_grid[0] * memory_grid[1]) if memory_grid is not None else self.num_tokens
+        )
         # The image encoder's position encoding of the current frame: [1, N, D], a constant.
         pos = sine_position_encoding_2d(height, width, d_model).flatten(2).transpose(1, 2).contiguous()
         self.register_buffer("curr_pos_default", pos, persistent=False)
@@ -130,6 +153,14 @@ class MemoryAttention(nn.Module):
         """
         return self.rope_table[:, : x.shape[1]].to(x.dtype).unbind(0)
 
+    def _key_rope_tables(self, x: torch.Tensor, rope_q: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(cos, sin), each [T, D/2], for one memory frame's keys: the query tables unless the memory
+        has its own layout (EdgeTAM)."""
+        if not self.own_key_table:
+            return rope_q
+        cos, sin = self.key_rope_table.to(x.dtype).unbind(0)
+        return cos, sin
+
     def forward(
         self,
         curr: torch.Tensor,
@@ -145,8 +176,9 @@ class MemoryAttention(nn.Module):
             curr: [B, N, D] current-frame tokens (N = H*W = 4096 row-major, D = 256).
             curr_pos: [B or 1, N, D] their position encoding, or None for the built-in
                 sine encoding (what the image encoder produces; a constant).
-            memory_spatial: [B, F*N, C] memory-frame tokens, frames concatenated (C = 64).
-            memory_spatial_pos: [B, F*N, C] their positions (sine + temporal encoding).
+            memory_spatial: [B, F*T, C] memory-frame tokens, frames concatenated (C = 64; T = N,
+                or the memory_prefix_tokens + memory_grid tokens given at construction).
+            memory_spatial_pos: [B, F*T, C] their positions (sine + temporal encoding).
             obj_ptrs: [B, K, C] object-pointer tokens (K >= 0).
             obj_ptrs_pos: [B, K, C] their temporal positions.
 
@@ -160,9 +192,10 @@ class MemoryAttention(nn.Module):
         keys_spatial = memory_spatial + memory_spatial_pos
         keys_ptr = obj_ptrs + obj_ptrs_pos
         values = torch.cat((memory_spatial, obj_ptrs), dim=1)
-        cos, sin = self._rope_tables(x)
+        rope_q = self._rope_tables(x)
+        rope_k = self._key_rope_tables(x, rope_q)
         for layer in self.layers:
-            x = layer(x, keys_spatial, keys_ptr, values, cos, sin)
+            x = layer(x, keys_spatial, keys_ptr, values, rope_q, rope_k)
         return self.norm(x)
 
     def forward_seq_first(

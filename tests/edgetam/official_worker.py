@@ -1,0 +1,228 @@
+"""The official EdgeTAM side of the oracle tests; runs in its own venv (scripts/edgetam_oracle_env.sh).
+
+The official code (PyPI ``edgetam-dimos``) installs a package named ``sam2`` that would shadow
+the official SAM2 oracle, so it never runs in the test process. The tests call:
+
+    <venv>/bin/python tests/edgetam/official_worker.py CHECKPOINT REQUEST.npz OUT.npz
+
+REQUEST.npz holds ``__tasks__`` (a JSON list of {"id", "kind", ...options}) and each task's
+arrays as ``<id>/<name>``; OUT.npz gets each task's outputs as ``<id>/<name>``. The model is
+the official ``build_sam2("configs/edgetam.yaml", CHECKPOINT)`` (strict load, eval, CPU), with
+timm's pretrained-weights download switched off (the checkpoint replaces them anyway).
+
+Task kinds (shapes for B images / objects):
+  encode            image [B,3,1024,1024] (normalised) -> image_embed, high_res_feats_0/1,
+                    vision_features (as SAM2ImagePredictor.set_image computes them), trunk_0..3
+  memory_encode     vision_features [B,256,64,64], high_res_masks [B,1,1024,1024] (logits),
+                    object_score_logits [B,1]; option is_mask_from_pts -> maskmem_raw [B,64,64,64]
+                    (memory encoder), maskmem_features [B,512,64], maskmem_pos [B,512,64] (perceiver)
+  memory_attention  curr/curr_pos [N,B,256], memory/memory_pos [M,B,64]; options num_obj_ptr_tokens,
+                    num_spatial_mem -> out [N,B,256]
+  memory_path       memory frames -> _encode_new_memory -> memory attention (see memory_path())
+  predict           image uint8 [H,W,3]; per case c: c<i>/point_coords, point_labels, box, mask_input
+                    (each optional); options cases=[{"multimask": bool}] -> c<i>/masks, scores, logits
+  video             frames uint8 [T,H,W,3]; prompts (JSON option): [{"frame", "obj", "points", "labels",
+                    "box", "mask"(array name)}], option reverse -> masks [T,O,H,W] bool, obj_ids [O]
+
+Only torch, numpy, the official package and timm are imported here (plus tests/torchvision_shim.py
+through the stand-in), never sam2edge.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _setup() -> None:
+    sys.path.insert(0, str(REPO))
+    from tests.edgetam.torchvision_standin import install
+
+    print(f"[edgetam oracle] torchvision: {install()}", file=sys.stderr)
+    import sam2.modeling.backbones.timm as official_timm
+
+    create = official_timm.create_model
+
+    def offline_create_model(*args, **kwargs):  # the config asks for ImageNet weights: never download
+        return create(*args, **{**kwargs, "pretrained": False})
+
+    official_timm.create_model = offline_create_model
+
+
+def build(checkpoint: str):
+    import contextlib
+    import io
+
+    from sam2.build_sam import build_sam2
+
+    with contextlib.redirect_stdout(io.StringIO()):  # the builder prints its progress
+        return build_sam2("configs/edgetam.yaml", ckpt_path=checkpoint, device="cpu", mode="eval")
+
+
+def _tensor(a: np.ndarray):
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(a))
+
+
+def encode(model, x: dict, task: dict) -> dict:
+    import torch
+
+    with torch.no_grad():
+        trunk = model.image_encoder.trunk(_tensor(x["image"]))
+        out = model.forward_image(_tensor(x["image"]))
+    fpn = out["backbone_fpn"]
+    result = {f"trunk_{i}": t for i, t in enumerate(trunk)}
+    result |= {"high_res_feats_0": fpn[0], "high_res_feats_1": fpn[1], "vision_features": fpn[2],
+               "image_embed": fpn[2] + model.no_mem_embed.view(1, -1, 1, 1)}
+    return result
+
+
+def memory_encode(model, x: dict, task: dict) -> dict:
+    import torch
+
+    captured = {}
+    hook = model.spatial_perceiver.register_forward_pre_hook(lambda m, args: captured.update(raw=args[0].clone()))
+    vf = _tensor(x["vision_features"])
+    b, c, h, w = vf.shape
+    model.binarize_mask_from_pts_for_mem_enc = True  # as build_sam2_video_predictor sets it
+    try:
+        with torch.no_grad():
+            feats, pos = model._encode_new_memory(
+                current_vision_feats=[vf.flatten(2).permute(2, 0, 1)], feat_sizes=[(h, w)],
+                pred_masks_high_res=_tensor(x["high_res_masks"]), object_score_logits=_tensor(x["object_score_logits"]),
+                is_mask_from_pts=bool(task["is_mask_from_pts"]),
+            )
+    finally:
+        hook.remove()
+    return {"maskmem_raw": captured["raw"], "maskmem_features": feats, "maskmem_pos": pos[0]}
+
+
+def memory_attention(model, x: dict, task: dict) -> dict:
+    import torch
+
+    with torch.no_grad():
+        out = model.memory_attention(
+            curr=[_tensor(x["curr"])], curr_pos=[_tensor(x["curr_pos"])], memory=_tensor(x["memory"]),
+            memory_pos=_tensor(x["memory_pos"]), num_obj_ptr_tokens=int(task["num_obj_ptr_tokens"]),
+            num_spatial_mem=int(task["num_spatial_mem"]),
+        )
+    return {"out": out}
+
+
+def memory_path(model, x: dict, task: dict) -> dict:
+    """F memory frames through _encode_new_memory (each alone: the official perceiver takes batch 1),
+    assembled as _prepare_memory_conditioned_features does, then memory attention on the current frame.
+
+    Inputs: memory_vision_features [F,256,64,64], memory_masks [F,1,1024,1024] (logits), memory_scores
+    [F,1], curr [1,256,64,64], obj_ptrs [K,256]; options from_points [F] bools, tpos_rows [F] ints.
+    """
+    import torch
+
+    model.binarize_mask_from_pts_for_mem_enc = True  # as build_sam2_video_predictor sets it
+    vfs, masks, scores = (_tensor(x[k]) for k in ("memory_vision_features", "memory_masks", "memory_scores"))
+    memory, memory_pos = [], []
+    with torch.no_grad():
+        for i, (from_points, row) in enumerate(zip(task["from_points"], task["tpos_rows"])):
+            feats, pos = model._encode_new_memory(
+                current_vision_feats=[vfs[i:i + 1].flatten(2).permute(2, 0, 1)], feat_sizes=[tuple(vfs.shape[-2:])],
+                pred_masks_high_res=masks[i:i + 1], object_score_logits=scores[i:i + 1], is_mask_from_pts=bool(from_points),
+            )
+            memory.append(feats.permute(1, 0, 2))
+            memory_pos.append(pos[-1].permute(1, 0, 2) + model.maskmem_tpos_enc[row])
+        ptrs = _tensor(x["obj_ptrs"])[:, None, :]  # [K,1,256] -> 4 tokens of 64 each, no temporal position
+        ptr_tokens = ptrs.reshape(-1, 1, 4, 64).permute(0, 2, 1, 3).flatten(0, 1)
+        memory.append(ptr_tokens)
+        memory_pos.append(torch.zeros_like(ptr_tokens))
+        curr = _tensor(x["curr"])
+        curr_pos = model.image_encoder.neck.position_encoding(curr)
+        out = model.memory_attention(
+            curr=[curr.flatten(2).permute(2, 0, 1)], curr_pos=[curr_pos.flatten(2).permute(2, 0, 1)],
+            memory=torch.cat(memory), memory_pos=torch.cat(memory_pos), num_obj_ptr_tokens=ptr_tokens.shape[0],
+            num_spatial_mem=len(task["tpos_rows"]),
+        )
+    return {"latents": torch.cat(memory[:-1], dim=0), "out": out.permute(1, 2, 0).reshape(curr.shape)}
+
+
+def predict(model, x: dict, task: dict) -> dict:
+    from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+    predictor = SAM2ImagePredictor(model)
+    predictor.set_image(x["image"])
+    result = {}
+    for i, case in enumerate(task["cases"]):
+        kw = {k: x.get(f"c{i}/{k}") for k in ("point_coords", "point_labels", "box", "mask_input")}
+        masks, scores, logits = predictor.predict(multimask_output=bool(case["multimask"]), **kw)
+        result |= {f"c{i}/masks": masks, f"c{i}/scores": scores, f"c{i}/logits": logits}
+    return result
+
+
+def video(model_unused, x: dict, task: dict) -> dict:
+    """The official video predictor over JPEG frames written from ``frames`` (its loader reads a folder)."""
+    import torch
+    from PIL import Image
+    from sam2.build_sam import build_sam2_video_predictor
+
+    predictor = build_sam2_video_predictor("configs/edgetam.yaml", ckpt_path=task["checkpoint"], device="cpu")
+    frames = x["frames"]
+    with tempfile.TemporaryDirectory() as folder, torch.no_grad():
+        for t, frame in enumerate(frames):
+            Image.fromarray(frame).save(os.path.join(folder, f"{t:05d}.jpg"), quality=95)
+        state = predictor.init_state(folder)
+        for p in task["prompts"]:
+            if p.get("mask") is not None:
+                predictor.add_new_mask(state, p["frame"], p["obj"], x[p["mask"]].astype(bool))
+                continue
+            pts = np.asarray(p["points"], np.float32) if p.get("points") is not None else None
+            labels = np.asarray(p["labels"], np.int32) if p.get("labels") is not None else None
+            box = np.asarray(p["box"], np.float32) if p.get("box") is not None else None
+            predictor.add_new_points_or_box(state, p["frame"], p["obj"], points=pts, labels=labels, box=box)
+        n, (h, w) = len(frames), frames.shape[1:3]
+        obj_ids = list(state["obj_ids"])
+        masks = np.zeros((n, len(obj_ids), h, w), bool)
+        for frame_idx, ids, logits in predictor.propagate_in_video(state, reverse=bool(task.get("reverse", False))):
+            for j, oid in enumerate(ids):
+                masks[frame_idx, obj_ids.index(oid)] = (logits[j, 0] > 0).numpy()
+    return {"masks": masks, "obj_ids": np.asarray(obj_ids, np.int64)}
+
+
+KINDS = {"encode": encode, "memory_encode": memory_encode, "memory_attention": memory_attention,
+         "memory_path": memory_path, "predict": predict, "video": video}
+
+
+def main(argv: list[str]) -> int:
+    checkpoint, request, out_path = argv
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("EDGETAM_ORACLE_THREADS", "2")))
+    _setup()
+    t0 = time.perf_counter()
+    model = build(checkpoint)
+    print(f"[edgetam oracle] model built in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
+    with np.load(request, allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files}
+    tasks = json.loads(str(arrays.pop("__tasks__")))
+    results: dict[str, np.ndarray] = {}
+    for task in tasks:
+        t1 = time.perf_counter()
+        prefix = f"{task['id']}/"
+        inputs = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+        task = {**task, "checkpoint": checkpoint}
+        for name, value in KINDS[task["kind"]](model, inputs, task).items():
+            value = value.detach().float().numpy() if hasattr(value, "detach") else np.asarray(value)
+            results[prefix + name] = value
+        print(f"[edgetam oracle] {task['id']} ({task['kind']}) {time.perf_counter() - t1:.1f}s", file=sys.stderr)
+    np.savez(out_path, **results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
