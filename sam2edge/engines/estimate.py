@@ -25,14 +25,14 @@ Pure functions over configs and recorded numbers; nothing here touches a device.
 
 from __future__ import annotations
 
-from sam2edge.config import get_config
+from sam2edge.config import RepViTConfig, get_config
 
 MiB = 2**20
 LIVE = 3
 OVERHEAD = {"tensorrt": 300 * MiB, "onnxruntime-cuda": 600 * MiB, "torch-cuda": 800 * MiB,
             "onnxruntime-cpu": 0, "torch-cpu": 0}
 # Official parameter counts in millions (sam2 README / measured on the official package).
-PARAMS_M = {"tiny": 38.9, "small": 46.0, "base_plus": 80.8, "large": 224.4}
+PARAMS_M = {"tiny": 38.9, "small": 46.0, "base_plus": 80.8, "large": 224.4, "repvit_m1": 13.9}  # repvit_m1: EdgeTAM
 VIDEO_MEMORY_FRAMES = 7
 VIDEO_OBJ_PTRS = 16
 
@@ -45,6 +45,8 @@ def encoder_activation_bytes(variant: str, dtype_bytes: int = 4) -> int:
     """Peak intermediate memory of one image through the image encoder (unfused attention)."""
     cfg = get_config(variant)
     t = cfg.trunk
+    if isinstance(t, RepViTConfig):  # convolutional: the largest map is stage 1's MLP hidden layer
+        return int(LIVE * (cfg.image_size // 4) ** 2 * t.embed_dims[0] * t.mlp_ratio * dtype_bytes)
     tokens1 = (cfg.image_size // t.patch_stride) ** 2
     mlp = tokens1 * t.embed_dim * t.mlp_ratio
     heads3 = t.num_heads * t.head_mul ** 2

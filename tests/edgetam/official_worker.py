@@ -16,8 +16,8 @@ Task kinds (shapes for B images / objects):
   memory_encode     vision_features [B,256,64,64], high_res_masks [B,1,1024,1024] (logits),
                     object_score_logits [B,1]; option is_mask_from_pts -> maskmem_raw [B,64,64,64]
                     (memory encoder), maskmem_features [B,512,64], maskmem_pos [B,512,64] (perceiver)
-  memory_attention  curr/curr_pos [N,B,256], memory/memory_pos [M,B,64]; options num_obj_ptr_tokens,
-                    num_spatial_mem -> out [N,B,256]
+  memory_attention  curr [N,1,256], memory [F*512+K,1,64], tpos_rows [F]; options num_obj_ptr_tokens (K),
+                    num_spatial_mem (F) -> out [N,1,256] (official positions, see memory_attention())
   memory_path       memory frames -> _encode_new_memory -> memory attention (see memory_path())
   predict           image uint8 [H,W,3]; per case c: c<i>/point_coords, point_labels, box, mask_input
                     (each optional); options cases=[{"multimask": bool}] -> c<i>/masks, scores, logits
@@ -106,14 +106,34 @@ def memory_encode(model, x: dict, task: dict) -> dict:
     return {"maskmem_raw": captured["raw"], "maskmem_features": feats, "maskmem_pos": pos[0]}
 
 
-def memory_attention(model, x: dict, task: dict) -> dict:
+def _positions(model, side: int) -> tuple:
+    """The official current-frame position encoding [N,1,256] and memory-latent positions [512,1,64]."""
     import torch
 
+    grid = torch.zeros(1, 1, side, side)
+    curr_pos = model.image_encoder.neck.position_encoding(grid).flatten(2).permute(2, 0, 1)
+    perceiver = model.spatial_perceiver
+    g = int(perceiver.num_latents_2d**0.5)
+    pos_2d = perceiver.position_encoding(torch.zeros(1, 1, g, g)).flatten(2).permute(2, 0, 1)  # [256,1,64]
+    latent_pos = torch.cat((torch.zeros(perceiver.num_latents, 1, pos_2d.shape[-1]), pos_2d))
+    return curr_pos, latent_pos
+
+
+def memory_attention(model, x: dict, task: dict) -> dict:
+    """curr [N,1,256]; memory [F*512+K,1,64] (latents then pointer tokens); tpos_rows [F]. Positions are the
+    official ones: sine for the current frame, the perceiver's latent positions + maskmem_tpos_enc[row]
+    for memory, zeros for pointers (EdgeTAM adds no temporal encoding to them)."""
+    import torch
+
+    k, f = int(task["num_obj_ptr_tokens"]), int(task["num_spatial_mem"])
+    curr = _tensor(x["curr"])
     with torch.no_grad():
+        curr_pos, latent_pos = _positions(model, int(round(curr.shape[0] ** 0.5)))
+        memory_pos = [latent_pos + model.maskmem_tpos_enc[int(r)] for r in x["tpos_rows"]]
+        memory_pos.append(torch.zeros(k, 1, latent_pos.shape[-1]))
         out = model.memory_attention(
-            curr=[_tensor(x["curr"])], curr_pos=[_tensor(x["curr_pos"])], memory=_tensor(x["memory"]),
-            memory_pos=_tensor(x["memory_pos"]), num_obj_ptr_tokens=int(task["num_obj_ptr_tokens"]),
-            num_spatial_mem=int(task["num_spatial_mem"]),
+            curr=[curr], curr_pos=[curr_pos], memory=_tensor(x["memory"]), memory_pos=torch.cat(memory_pos),
+            num_obj_ptr_tokens=k, num_spatial_mem=f,
         )
     return {"out": out}
 
