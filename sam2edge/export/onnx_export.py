@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from sam2edge.errors import ExportError
-from sam2edge.export.artifacts import ARTIFACTS, tolerance
+from sam2edge.export.artifacts import tolerance
 from sam2edge.export.spec import ArtifactSpec, Dim
 from sam2edge.export.verify_data import verification_cases
 
@@ -198,19 +198,23 @@ def verify_artifact(
 
 def export_artifact(
     model: Any, name: str, out_dir: Path, settings: ExportSettings, cases: Sequence[dict[str, np.ndarray]],
-    progress: Progress,
+    progress: Progress, export_form: Any = None,
 ) -> dict[str, Any]:
     """Export, check and verify one artifact into ``out_dir/<name>.onnx``; its manifest entry."""
+    from sam2edge.contract.edgetam_artifacts import specs_for
     from sam2edge.export.manifest import sha256_file, spec_to_dict
     from sam2edge.export.trt_compat import assert_trt_compatible, check_graph
     from sam2edge.export.wrappers import build_wrapper
 
-    spec = ARTIFACTS[name]
+    spec = specs_for(model.cfg)[name]
     wrapper = build_wrapper(name, model)
     path = out_dir / f"{name}.onnx"
     t0 = time.perf_counter()
     progress(f"[{name}] exporting ({settings.exporter}, opset {settings.opset})")
-    export_graph(wrapper, spec, path, settings)
+    # The graph holds the model's export form (EdgeTAM: RepViT re-parameterised into plain convolutions);
+    # verification runs the model as loaded, so it checks the re-parameterisation too.
+    traced = wrapper if export_form is None or export_form is model else build_wrapper(name, export_form)
+    export_graph(traced, spec, path, settings)
     graph, rewrites = finalize_graph(path, spec)
     t_export = time.perf_counter() - t0
     compat = (assert_trt_compatible if settings.check_trt else check_graph)(graph, spec)
@@ -242,29 +246,32 @@ def export_model(
     temporary folder and moved in only after every artifact verified; an existing manifest
     for the same checkpoint keeps its other artifacts. Returns the manifest path.
     """
+    from sam2edge.contract.edgetam_artifacts import specs_for
     from sam2edge.export.manifest import read_manifest, write_manifest
 
     settings = settings or ExportSettings()
     progress = progress or log.info
-    names = list(artifacts or ARTIFACTS)
-    unknown = [n for n in names if n not in ARTIFACTS]
+    specs = specs_for(model.cfg)
+    names = list(artifacts or specs)
+    unknown = [n for n in names if n not in specs]
     if unknown:
-        raise ExportError(f"unknown artifacts {unknown}; choose from {list(ARTIFACTS)}")
+        raise ExportError(f"unknown artifacts {unknown}; choose from {list(specs)}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model = model.eval()
     progress(f"preparing verification data ({model.cfg.name})")
     cases = verification_cases(model, names, images=images)
+    export_form = model.export_form() if hasattr(model, "export_form") else None
     entries = {}
     with tempfile.TemporaryDirectory(prefix=".export-", dir=out_dir) as tmp:
         for name in names:
-            entries[name] = export_artifact(model, name, Path(tmp), settings, cases[name], progress)
+            entries[name] = export_artifact(model, name, Path(tmp), settings, cases[name], progress, export_form)
         previous = _previous_entries(out_dir, checkpoint.get("sha256"), read_manifest)
         for name in names:
             os.replace(Path(tmp) / f"{name}.onnx", out_dir / f"{name}.onnx")
     all_entries = {**previous, **entries}
     manifest = manifest_header(model, checkpoint, settings)
-    manifest["artifacts"] = {n: all_entries[n] for n in ARTIFACTS if n in all_entries}
+    manifest["artifacts"] = {n: all_entries[n] for n in specs if n in all_entries}
     manifest["files"] = {e["file"]: {"sha256": e["sha256"], "size": e["size"]} for e in manifest["artifacts"].values()}
     path = write_manifest(out_dir, manifest)
     progress(f"wrote {path}")

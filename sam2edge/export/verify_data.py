@@ -69,13 +69,15 @@ def _decoder_cases(feats: dict[str, np.ndarray], rng: np.random.Generator) -> li
     return cases
 
 
-def _memory_attention_cases(feats: dict[str, np.ndarray], rng: np.random.Generator) -> list[dict[str, np.ndarray]]:
+def _memory_attention_cases(feats: dict[str, np.ndarray], rng: np.random.Generator,
+                            frame_shape: tuple[int, ...] = (64, 64, 64)) -> list[dict[str, np.ndarray]]:
+    """frame_shape: one memory frame, (64, 64, 64) for SAM2, (512, 64) latents for EdgeTAM."""
     cases = []
     for i, (b, f, k) in enumerate(((2, 3, 5), (1, 1, 1))):
         j = i % feats["vision_features"].shape[0]
         cases.append({
             "vision_features": feats["vision_features"][j:j + 1],
-            "memory": rng.standard_normal((b, f, 64, 64, 64)).astype(np.float32),
+            "memory": rng.standard_normal((b, f, *frame_shape)).astype(np.float32),
             "memory_tpos": np.array([6, 0, 1, 2, 3, 4, 5][:f], dtype=np.int32),
             "obj_ptrs": rng.standard_normal((b, k, 256)).astype(np.float32),
             "obj_ptr_offsets": (rng.integers(-15, 16, size=k) / np.float32(15)).astype(np.float32),
@@ -129,7 +131,9 @@ def verification_cases(
     if "prompt_decoder" in names:
         out["prompt_decoder"] = _decoder_cases(feats, rng)
     if "memory_attention" in names:
-        out["memory_attention"] = _memory_attention_cases(feats, rng)
+        perceiver = getattr(model, "spatial_perceiver", None)
+        frame_shape = (perceiver.num_tokens, perceiver.cfg.dim) if perceiver is not None else (64, 64, 64)
+        out["memory_attention"] = _memory_attention_cases(feats, rng, frame_shape)
     if "memory_encoder" in names:
         out["memory_encoder"] = _memory_encoder_cases(feats, rng)
     return out

@@ -35,14 +35,17 @@ def _feed_forward(dim: int, mult: int) -> nn.Sequential:
 
 
 def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
-    """Multi-head softmax attention over the last two axes. q [..., L, H*D], k/v [..., N, H*D] -> [..., L, H*D]."""
-    if heads == 1:
-        return F.scaled_dot_product_attention(q, k, v)
+    """Multi-head softmax attention over the last two axes. q [..., L, H*D], k/v [..., N, H*D] -> [..., L, H*D].
 
-    def split(t: torch.Tensor) -> torch.Tensor:
-        return t.unflatten(-1, (heads, -1)).transpose(-2, -3)
+    Always called with 4-D tensors [batch, heads, tokens, D] (what the ONNX exporter's attention takes):
+    one or two leading axes (batch, or batch and windows) are merged into the first.
+    """
 
-    return F.scaled_dot_product_attention(split(q), split(k), split(v)).transpose(-2, -3).flatten(-2)
+    def split(t: torch.Tensor) -> torch.Tensor:  # [..., T, H*D] -> [prod(...), H, T, D]
+        return t.unflatten(-1, (heads, -1)).transpose(-2, -3).flatten(0, -4)
+
+    out = F.scaled_dot_product_attention(split(q), split(k), split(v))  # [prod(...), H, L, D]
+    return out.transpose(1, 2).flatten(-2).reshape(q.shape)
 
 
 class LatentCrossAttention(nn.Module):

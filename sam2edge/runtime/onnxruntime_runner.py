@@ -264,6 +264,8 @@ def make_onnxruntime_runners(
     used as they are. ``verify_sha256`` also re-hashes every file (slow for large models).
     Sessions are created lazily on first use (or ``runner.activate()``).
     """
+    from sam2edge.config import get_config
+    from sam2edge.contract.edgetam_artifacts import specs_for
     from sam2edge.export.artifacts import ARTIFACTS
     from sam2edge.export.manifest import MANIFEST_NAME, read_manifest, spec_to_dict, verify_files
 
@@ -274,12 +276,13 @@ def make_onnxruntime_runners(
     if manifest is not None and verify_sha256:
         verify_files(directory, manifest)
     listed = manifest.get("artifacts", {}) if manifest else {}
-    names = list(artifacts) if artifacts else [n for n in ARTIFACTS if n in listed or (directory / f"{n}.onnx").is_file()]
+    specs = specs_for(get_config(manifest["variant"])) if manifest and "variant" in manifest else ARTIFACTS
+    names = list(artifacts) if artifacts else [n for n in specs if n in listed or (directory / f"{n}.onnx").is_file()]
     if not names:
         raise EngineMismatchError(f"no ONNX artifacts in {directory}; run `sam2edge export CHECKPOINT --out ...`")
     runners: dict[str, Runner] = {}
     for name in names:
-        spec = ARTIFACTS[name]
+        spec = specs[name]
         if manifest is not None:
             info = listed.get(name)
             if info is None:

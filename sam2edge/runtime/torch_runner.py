@@ -58,8 +58,9 @@ class TorchRunner(Runner):
 
 def make_torch_runners(model: Any, device: str = "cpu", artifacts: tuple[str, ...] | None = None) -> dict[str, Runner]:
     """One TorchRunner per artifact around a loaded SAM2Model."""
-    from sam2edge.export.artifacts import ARTIFACTS
+    from sam2edge.contract.edgetam_artifacts import specs_for
     from sam2edge.export.wrappers import build_wrapper
 
-    names = artifacts or tuple(ARTIFACTS)
-    return {name: TorchRunner(ARTIFACTS[name], build_wrapper(name, model), device) for name in names}
+    specs = specs_for(model.cfg)
+    names = artifacts or tuple(specs)
+    return {name: TorchRunner(specs[name], build_wrapper(name, model), device) for name in names}
