@@ -8,6 +8,7 @@ latents rounded to bfloat16 as the official tracker stores them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -19,6 +20,7 @@ ATTENTION_CASES = ((1, 0), (3, 8), (7, 64))  # (memory frames F, pointer tokens 
 PATH_FROM_POINTS = (True, False, False)  # memory path: 3 frames, the first prompted
 PATH_TPOS_ROWS = (6, 0, 1)  # conditioning frame, then the previous two frames
 PATH_POINTERS = 3
+VIDEO_FRAMES, VIDEO_HEIGHT, VIDEO_WIDTH = 5, 96, 128
 
 
 @dataclass
@@ -26,6 +28,8 @@ class Cases:
     tasks: list[dict] = field(default_factory=list)
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
     predict: list[dict] = field(default_factory=list)  # prompt kwargs of SAM2ImagePredictor.predict
+    video_frames: list[np.ndarray] = field(default_factory=list)  # the clip as PIL decodes its JPEG files
+    video_steps: list = field(default_factory=list)  # tests/video/scenario.py verbs
 
     def add(self, task: dict, **arrays: np.ndarray) -> None:
         self.tasks.append(task)
@@ -66,7 +70,22 @@ def _prompts(image: np.ndarray, rng: np.random.Generator) -> list[dict]:
     ]
 
 
-def make_cases(seed: int = 0) -> Cases:
+def video_steps(clip) -> list:
+    """One object (the official EdgeTAM predictor batches objects through a perceiver that takes batch 1
+    only, facebookresearch/EdgeTAM#15): a click, a negative re-click on the same frame (the previous
+    mask fed back), then forward propagation over the clip."""
+    x, y = clip.center(1, 0)
+    return [
+        ("points", {"frame": 0, "obj_id": 1, "points": [[x, y]], "labels": [1]}),
+        ("points", {"frame": 0, "obj_id": 1, "points": [[x + 14, y]], "labels": [0], "clear_old_points": False}),
+        ("propagate", {}),
+    ]
+
+
+def make_cases(folder: Path, seed: int = 0) -> Cases:
+    """All inputs; the video clip is written to ``folder`` as JPEG files (both sides read them)."""
+    from tests.video.clip import make_clip, write_jpeg_folder
+
     rng = np.random.default_rng(seed)
     cases = Cases()
     cases.add({"id": "encode", "kind": "encode"}, image=preprocess_exact(test_images()[ENCODE_IMAGE]).numpy())
@@ -95,4 +114,9 @@ def make_cases(seed: int = 0) -> Cases:
     arrays = {f"c{i}/{k}": v for i, c in enumerate(cases.predict) for k, v in c.items() if k != "multimask"}
     cases.add({"id": "predict", "kind": "predict", "cases": [{"multimask": c["multimask"]} for c in cases.predict]},
               image=image, **arrays)
+
+    clip = make_clip(VIDEO_FRAMES, VIDEO_HEIGHT, VIDEO_WIDTH)
+    cases.video_frames = write_jpeg_folder(clip.frames, folder)
+    cases.video_steps = video_steps(clip)
+    cases.tasks.append({"id": "video", "kind": "video", "folder": str(folder), "steps": cases.video_steps})
     return cases

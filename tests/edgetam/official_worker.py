@@ -21,8 +21,8 @@ Task kinds (shapes for B images / objects):
   memory_path       memory frames -> _encode_new_memory -> memory attention (see memory_path())
   predict           image uint8 [H,W,3]; per case c: c<i>/point_coords, point_labels, box, mask_input
                     (each optional); options cases=[{"multimask": bool}] -> c<i>/masks, scores, logits
-  video             frames uint8 [T,H,W,3]; prompts (JSON option): [{"frame", "obj", "points", "labels",
-                    "box", "mask"(array name)}], option reverse -> masks [T,O,H,W] bool, obj_ids [O]
+  video             options folder (JPEG frames), steps [[verb, kwargs]] as in tests/video/scenario.py
+                    -> events (JSON), e<i>/masks, e<i>/low_res (see video())
 
 Only torch, numpy, the official package and timm are imported here (plus tests/torchvision_shim.py
 through the stand-in), never sam2edge.
@@ -33,7 +33,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -185,33 +184,100 @@ def predict(model, x: dict, task: dict) -> dict:
     return result
 
 
+class _VideoDriver:
+    """The official (SAM2 1.0-style, batched) EdgeTAM video predictor behind the verbs of
+    tests/video/scenario.py; each call returns events (tag, frame, {obj_id: (mask, low-res logits)})."""
+
+    def __init__(self, predictor, folder: str) -> None:
+        import torch
+
+        self.torch, self.pred = torch, predictor
+        with torch.inference_mode():
+            self.state = predictor.init_state(folder)
+
+    def _low_res(self, frame: int, obj_id: int) -> np.ndarray:
+        st = self.state
+        idx = st["obj_id_to_idx"][obj_id]
+        for key in ("cond_frame_outputs", "non_cond_frame_outputs"):
+            entry = st["temp_output_dict_per_obj"][idx][key].get(frame)
+            if entry is not None:
+                return entry["pred_masks"][0, 0].float().numpy()
+        for key in ("cond_frame_outputs", "non_cond_frame_outputs"):
+            entry = st["output_dict"][key].get(frame)
+            if entry is not None:
+                return entry["pred_masks"][idx, 0].float().numpy()
+        return np.full((256, 256), -1024.0, np.float32)
+
+    def _event(self, tag: str, out) -> list:
+        frame, obj_ids, video_masks = out
+        return [(tag, int(frame), {int(o): (video_masks[i, 0].numpy() > 0, self._low_res(frame, o))
+                                   for i, o in enumerate(obj_ids)})]
+
+    def points(self, frame, obj_id, points, labels, clear_old_points=True):
+        with self.torch.inference_mode():
+            out = self.pred.add_new_points_or_box(self.state, frame, obj_id, points=np.asarray(points, np.float32),
+                                                  labels=np.asarray(labels, np.int32), clear_old_points=clear_old_points)
+        return self._event("points", out)
+
+    def box(self, frame, obj_id, box, points=None, labels=None):
+        with self.torch.inference_mode():
+            out = self.pred.add_new_points_or_box(self.state, frame, obj_id, points=points, labels=labels,
+                                                  box=np.asarray(box, np.float32))
+        return self._event("box", out)
+
+    def mask(self, frame, obj_id, mask):
+        with self.torch.inference_mode():
+            out = self.pred.add_new_mask(self.state, frame, obj_id, np.asarray(mask, bool))
+        return self._event("mask", out)
+
+    def propagate(self, start=None, reverse=False, max_frames=None):
+        events = []
+        with self.torch.inference_mode():
+            for frame, obj_ids, video_masks in self.pred.propagate_in_video(self.state, start, max_frames, reverse):
+                result = {}
+                for i, oid in enumerate(obj_ids):
+                    idx = self.state["obj_id_to_idx"][oid]
+                    out = self.state["output_dict"]
+                    entry = out["cond_frame_outputs"].get(frame) or out["non_cond_frame_outputs"][frame]
+                    result[int(oid)] = (video_masks[i, 0].numpy() > 0, entry["pred_masks"][idx, 0].float().numpy().copy())
+                events.append(("propagate", int(frame), result))
+        return events
+
+
 def video(model_unused, x: dict, task: dict) -> dict:
-    """The official video predictor over JPEG frames written from ``frames`` (its loader reads a folder)."""
-    import torch
-    from PIL import Image
+    """Run ``task["steps"]`` ([verb, kwargs] pairs; a mask prompt names its array) on the official video
+    predictor (build_sam2_video_predictor, fp32 CPU) over the JPEG folder ``task["folder"]`` (<i>.jpg, the
+    layout its loader reads). Events come back as e<i>/masks [O,H,W], e<i>/low_res [O,256,256] and
+    ``events`` (JSON)."""
     from sam2.build_sam import build_sam2_video_predictor
 
     predictor = build_sam2_video_predictor("configs/edgetam.yaml", ckpt_path=task["checkpoint"], device="cpu")
-    frames = x["frames"]
-    with tempfile.TemporaryDirectory() as folder, torch.no_grad():
-        for t, frame in enumerate(frames):
-            Image.fromarray(frame).save(os.path.join(folder, f"{t:05d}.jpg"), quality=95)
-        state = predictor.init_state(folder)
-        for p in task["prompts"]:
-            if p.get("mask") is not None:
-                predictor.add_new_mask(state, p["frame"], p["obj"], x[p["mask"]].astype(bool))
-                continue
-            pts = np.asarray(p["points"], np.float32) if p.get("points") is not None else None
-            labels = np.asarray(p["labels"], np.int32) if p.get("labels") is not None else None
-            box = np.asarray(p["box"], np.float32) if p.get("box") is not None else None
-            predictor.add_new_points_or_box(state, p["frame"], p["obj"], points=pts, labels=labels, box=box)
-        n, (h, w) = len(frames), frames.shape[1:3]
-        obj_ids = list(state["obj_ids"])
-        masks = np.zeros((n, len(obj_ids), h, w), bool)
-        for frame_idx, ids, logits in predictor.propagate_in_video(state, reverse=bool(task.get("reverse", False))):
-            for j, oid in enumerate(ids):
-                masks[frame_idx, obj_ids.index(oid)] = (logits[j, 0] > 0).numpy()
-    return {"masks": masks, "obj_ids": np.asarray(obj_ids, np.int64)}
+    _widen_bf16_memory(predictor)
+    driver = _VideoDriver(predictor, task["folder"])
+    events = []
+    for verb, kwargs in task["steps"]:
+        if verb == "mask":
+            kwargs = {**kwargs, "mask": x[kwargs["mask"]]}
+        events += getattr(driver, verb)(**kwargs)
+    result: dict = {"events": np.asarray(json.dumps([(tag, frame, sorted(objs)) for tag, frame, objs in events]))}
+    for i, (_, _, objs) in enumerate(events):
+        ids = sorted(objs)
+        result[f"e{i}/masks"] = np.stack([objs[o][0] for o in ids])
+        result[f"e{i}/low_res"] = np.stack([objs[o][1] for o in ids])
+    return result
+
+
+def _widen_bf16_memory(predictor) -> None:
+    """The official tracker stores memory in bfloat16 and relies on concatenation with the fp32 object
+    pointers to widen it; with no pointer yet that fails in fp32 CPU inference. Widen it exactly as the
+    concatenation does (same fix as tests/video/scenario.patch_official_bf16_memory for SAM2)."""
+    attention = predictor.memory_attention
+    original = attention.forward
+
+    def forward(curr, memory, *args, **kwargs):
+        return original(curr, memory.float(), *args, **kwargs)
+
+    attention.forward = forward
 
 
 KINDS = {"encode": encode, "memory_encode": memory_encode, "memory_attention": memory_attention,
