@@ -97,3 +97,11 @@ def test_specs_for():
     assert edgetam["memory_attention"].inputs[1].shape_at("max", {"num_objects": 2, "num_memory_frames": 7}) == (2, 7, 512, 64)
     for name in ("image_encoder", "prompt_decoder"):  # the image path's interface is SAM2's
         assert edgetam[name].inputs == ARTIFACTS[name].inputs and edgetam[name].outputs == ARTIFACTS[name].outputs
+
+
+def test_download_needs_a_hash(tmp_path):
+    from sam2edge.download import download_checkpoint
+    from sam2edge.errors import DownloadError
+
+    with pytest.raises(DownloadError, match="no sha256 is published for edgetam"):
+        download_checkpoint("edgetam", cache_dir=tmp_path)
