@@ -133,9 +133,6 @@ class MemoryAttention(nn.Module):
             keep = torch.stack((torch.ones(memory_prefix_tokens, d_model // 2), torch.zeros(memory_prefix_tokens, d_model // 2)))
             key_table = torch.cat((keep, torch.stack((cos_k, sin_k))), dim=1)
             self.register_buffer("key_rope_table", key_table, persistent=False)  # [2, T, D/2]
-        self.memory_tokens_per_frame = memory_prefix_tokens + (
-            (memory_grid[0] * memory_grid[1]) if memory_grid is not None else self.num_tokens
-        )
         # The image encoder's position encoding of the current frame: [1, N, D], a constant.
         pos = sine_position_encoding_2d(height, width, d_model).flatten(2).transpose(1, 2).contiguous()
         self.register_buffer("curr_pos_default", pos, persistent=False)

@@ -44,7 +44,8 @@ def test_graph_verified_and_trt_compatible(exported, name):
     spec = EDGETAM_ARTIFACTS[name]
     report = check_graph(onnx.load(str(out / f"{name}.onnx")), spec)
     parity = entries[name]["parity"]
-    print(f"[edgetam export] {name}: {sum(report.op_counts.values())} nodes, max |onnx - torch| {parity['max_abs']}")
+    print(f"[edgetam export] {name}: {sum(report.op_counts.values())} nodes, max |onnx - torch| {parity['max_abs']}, "
+          f"largest |value| {parity['reference_max_abs']}, bounds {parity['tolerance']}")
     assert report.ok, report.problems
     assert "If" not in report.op_counts and "Loop" not in report.op_counts
     for o in spec.output_names:
