@@ -98,6 +98,7 @@ class RunnerSources:
     onnx_dir: an exported ONNX folder (ONNX Runtime). engine_bytes: artifact name -> a function
     returning that engine's bytes, verified against its manifest (TensorRT). torch_loader: device
     string -> a loaded SAM2 PyTorch model (PyTorch). threads: CPU threads for CPU backends.
+    variant: the model name recorded in the export's manifest (its specs: EdgeTAM's differ).
     """
 
     onnx_dir: Path | None = None
@@ -105,6 +106,7 @@ class RunnerSources:
     engine_label: str = ""
     torch_loader: Callable[[str], Any] | None = None
     threads: int | None = None
+    variant: str | None = None  # the model the engines were built for: its artifact specs (None: SAM2's)
 
 
 def create_runners(backend: str, sources: RunnerSources, device: str, artifacts: Sequence[str]) -> dict[str, Runner]:

@@ -1,0 +1,91 @@
+"""EdgeTAM's artifacts exported to ONNX (dynamo, opset 18): verified in ONNX Runtime against the model as
+loaded, TensorRT-parser clean, the RepViT trunk re-parameterised into plain convolutions.
+
+One small export per session (one photograph for verification); the full export_model path with
+its manifest is the same code as SAM2's (tests/export).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+NAMES = ("image_encoder", "memory_encoder", "memory_attention")
+
+
+@pytest.fixture(scope="module")
+def exported(edgetam_model, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    from sam2edge.export.onnx_export import ExportSettings, export_artifact
+    from sam2edge.export.verify_data import verification_cases, verification_images
+
+    out = tmp_path_factory.mktemp("edgetam_onnx")
+    cases = verification_cases(edgetam_model, NAMES, images=verification_images()[2:])
+    cases["image_encoder"] = cases["image_encoder"][:1]  # one photograph, batch 1: the costly graph runs once
+    log: list[str] = []
+    entries = {name: export_artifact(edgetam_model, name, out, ExportSettings(threads=2), cases[name], log.append,
+                                     edgetam_model.export_form()) for name in NAMES}
+    print("\n".join(line for line in log if "verified" in line))
+    return out, entries
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_graph_verified_and_trt_compatible(exported, name):
+    from sam2edge.contract.artifacts import tolerance
+    from sam2edge.contract.edgetam_artifacts import EDGETAM_ARTIFACTS
+    from sam2edge.export.trt_compat import check_graph
+
+    out, entries = exported
+    spec = EDGETAM_ARTIFACTS[name]
+    report = check_graph(onnx.load(str(out / f"{name}.onnx")), spec)
+    parity = entries[name]["parity"]
+    print(f"[edgetam export] {name}: {sum(report.op_counts.values())} nodes, max |onnx - torch| {parity['max_abs']}, "
+          f"largest |value| {parity['reference_max_abs']}, bounds {parity['tolerance']}")
+    assert report.ok, report.problems
+    assert "If" not in report.op_counts and "Loop" not in report.op_counts
+    for o in spec.output_names:
+        assert parity["max_abs"][o] <= tolerance(spec, o, parity["reference_max_abs"][o])
+    if name == "image_encoder":  # re-parameterised: no BatchNorm left, every conv carries its folded bias
+        assert "BatchNormalization" not in report.op_counts
+        graph = onnx.load(str(out / f"{name}.onnx")).graph
+        assert all(len(n.input) == 3 for n in graph.node if n.op_type == "Conv")
+
+
+def test_memory_artifacts_at_other_shapes(exported, edgetam_model):
+    """ONNX Runtime at object / frame / pointer counts that export-time verification did not use."""
+    from sam2edge.backends.onnxruntime_runner import OnnxRuntimeRunner
+    from sam2edge.backends.torch_runner import make_torch_runners
+    from sam2edge.contract.edgetam_artifacts import EDGETAM_ARTIFACTS
+
+    out, _ = exported
+    torch_runners = make_torch_runners(edgetam_model, artifacts=("memory_encoder", "memory_attention"))
+    rng = np.random.default_rng(5)
+    feeds = {
+        "memory_encoder": {
+            "vision_features": rng.standard_normal((1, 256, 64, 64)).astype(np.float32),
+            "mask_logits": (rng.standard_normal((3, 1, 256, 256)) * 4).astype(np.float32),
+            "is_mask_from_points": np.zeros(3, np.float32),
+            "object_score_logits": np.ones((3, 1), np.float32),
+        },
+        "memory_attention": {
+            "vision_features": rng.standard_normal((1, 256, 64, 64)).astype(np.float32),
+            "memory": rng.standard_normal((3, 2, 512, 64)).astype(np.float32),
+            "memory_tpos": np.array([6, 0], np.int32),
+            "obj_ptrs": rng.standard_normal((3, 6, 256)).astype(np.float32),
+            "obj_ptr_offsets": np.zeros(6, np.float32),
+        },
+    }
+    for name, feed in feeds.items():
+        with OnnxRuntimeRunner(EDGETAM_ARTIFACTS[name], out / f"{name}.onnx", threads=2) as runner:
+            got = runner.infer(feed)
+        ref = torch_runners[name].infer(feed)
+        for o, value in ref.items():
+            d = float(np.abs(got[o] - value).max())
+            print(f"[edgetam export] {name} {o} {value.shape}: max |onnx - torch| {d:.2e}")
+            assert got[o].shape == value.shape and d <= 1e-4
+    assert ref["image_embed"].shape == (3, 256, 64, 64)
