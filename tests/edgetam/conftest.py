@@ -56,3 +56,24 @@ def official(edgetam_checkpoint: Path, edgetam_cases) -> dict:
     out = run_official(edgetam_checkpoint, edgetam_cases.tasks, edgetam_cases.arrays)
     print(f"\n[edgetam oracle] all reference outputs in {time.perf_counter() - t0:.1f}s")
     return out
+
+
+@pytest.fixture(scope="session")
+def edgetam_export(edgetam_checkpoint: Path, edgetam_model, tmp_path_factory: pytest.TempPathFactory):
+    """All four EdgeTAM artifacts exported once per session by ``sam2edge export CHECKPOINT --store DIR``
+    (the CLI path: verified against the model as loaded, manifest written) -> tests.conftest.Exported.
+
+    The store holds it under ``edgetam-<sha8>/onnx``, so ``--model edgetam --store DIR`` with the
+    checkpoint in $SAM2EDGE_MODELS_DIR finds it (tests/edgetam/test_edgetam_apps.py)."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from sam2edge.cli.main import main
+    from sam2edge.contract.manifest import read_manifest
+    from tests.conftest import Exported
+
+    store = tmp_path_factory.mktemp("edgetam_store")
+    t0 = time.perf_counter()
+    assert main(["export", str(edgetam_checkpoint), "--store", str(store), "--threads", "2"]) == 0
+    (onnx_dir,) = store.glob("edgetam-*/onnx")
+    print(f"\n[edgetam export] all four artifacts exported and verified in {time.perf_counter() - t0:.1f}s")
+    return Exported(onnx_dir, edgetam_checkpoint, read_manifest(onnx_dir), edgetam_model, [])

@@ -1,13 +1,11 @@
 """EdgeTAM's artifacts exported to ONNX (dynamo, opset 18): verified in ONNX Runtime against the model as
 loaded, TensorRT-parser clean, the RepViT trunk re-parameterised into plain convolutions.
 
-One small export per session (one photograph for verification); the full export_model path with
-its manifest is the same code as SAM2's (tests/export).
+One export per session (tests/edgetam/conftest.py ``edgetam_export``: ``sam2edge export`` on the
+session's random checkpoint); these tests read its graphs and the parity its manifest records.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,32 +14,19 @@ torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-NAMES = ("image_encoder", "memory_encoder", "memory_attention")
-
-
-@pytest.fixture(scope="module")
-def exported(edgetam_model, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
-    from sam2edge.export.onnx_export import ExportSettings, export_artifact
-    from sam2edge.export.verify_data import verification_cases, verification_images
-
-    out = tmp_path_factory.mktemp("edgetam_onnx")
-    cases = verification_cases(edgetam_model, NAMES, images=verification_images()[2:])
-    cases["image_encoder"] = cases["image_encoder"][:1]  # one photograph, batch 1: the costly graph runs once
-    log: list[str] = []
-    entries = {name: export_artifact(edgetam_model, name, out, ExportSettings(threads=2), cases[name], log.append,
-                                     edgetam_model.export_form()) for name in NAMES}
-    print("\n".join(line for line in log if "verified" in line))
-    return out, entries
+NAMES = ("image_encoder", "prompt_decoder", "memory_encoder", "memory_attention")
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_graph_verified_and_trt_compatible(exported, name):
+def test_graph_verified_and_trt_compatible(edgetam_export, name):
     from sam2edge.contract.artifacts import tolerance
     from sam2edge.contract.edgetam_artifacts import EDGETAM_ARTIFACTS
+    from sam2edge.contract.manifest import spec_to_dict
     from sam2edge.export.trt_compat import check_graph
 
-    out, entries = exported
+    out, entries = edgetam_export.onnx_dir, edgetam_export.manifest["artifacts"]
     spec = EDGETAM_ARTIFACTS[name]
+    assert entries[name]["spec"] == spec_to_dict(spec)  # the manifest records EdgeTAM's interface, not SAM2's
     report = check_graph(onnx.load(str(out / f"{name}.onnx")), spec)
     parity = entries[name]["parity"]
     print(f"[edgetam export] {name}: {sum(report.op_counts.values())} nodes, max |onnx - torch| {parity['max_abs']}, "
@@ -56,13 +41,13 @@ def test_graph_verified_and_trt_compatible(exported, name):
         assert all(len(n.input) == 3 for n in graph.node if n.op_type == "Conv")
 
 
-def test_memory_artifacts_at_other_shapes(exported, edgetam_model):
+def test_memory_artifacts_at_other_shapes(edgetam_export, edgetam_model):
     """ONNX Runtime at object / frame / pointer counts that export-time verification did not use."""
     from sam2edge.backends.onnxruntime_runner import OnnxRuntimeRunner
     from sam2edge.backends.torch_runner import make_torch_runners
     from sam2edge.contract.edgetam_artifacts import EDGETAM_ARTIFACTS
 
-    out, _ = exported
+    out = edgetam_export.onnx_dir
     torch_runners = make_torch_runners(edgetam_model, artifacts=("memory_encoder", "memory_attention"))
     rng = np.random.default_rng(5)
     feeds = {
