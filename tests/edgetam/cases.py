@@ -16,11 +16,11 @@ from tests.oracle import preprocess_exact, test_images
 
 ENCODE_IMAGE = "astronaut"
 PREDICT_IMAGE = "coffee"
-ATTENTION_CASES = ((1, 0), (3, 8), (7, 64))  # (memory frames F, pointer tokens K)
+ATTENTION_CASES = ((1, 0), (7, 64))  # (memory frames F, pointer tokens K)
 PATH_FROM_POINTS = (True, False, False)  # memory path: 3 frames, the first prompted
 PATH_TPOS_ROWS = (6, 0, 1)  # conditioning frame, then the previous two frames
 PATH_POINTERS = 3
-VIDEO_FRAMES, VIDEO_HEIGHT, VIDEO_WIDTH = 5, 96, 128
+VIDEO_FRAMES, VIDEO_HEIGHT, VIDEO_WIDTH = 3, 96, 128  # CI time: every frame runs the encoder on both sides
 
 
 @dataclass

@@ -53,15 +53,15 @@ def test_memory_artifacts_at_other_shapes(edgetam_export, edgetam_model):
     feeds = {
         "memory_encoder": {
             "vision_features": rng.standard_normal((1, 256, 64, 64)).astype(np.float32),
-            "mask_logits": (rng.standard_normal((3, 1, 256, 256)) * 4).astype(np.float32),
-            "is_mask_from_points": np.zeros(3, np.float32),
-            "object_score_logits": np.ones((3, 1), np.float32),
+            "mask_logits": (rng.standard_normal((2, 1, 256, 256)) * 4).astype(np.float32),
+            "is_mask_from_points": np.zeros(2, np.float32),
+            "object_score_logits": np.ones((2, 1), np.float32),
         },
         "memory_attention": {
             "vision_features": rng.standard_normal((1, 256, 64, 64)).astype(np.float32),
-            "memory": rng.standard_normal((3, 2, 512, 64)).astype(np.float32),
+            "memory": rng.standard_normal((2, 2, 512, 64)).astype(np.float32),
             "memory_tpos": np.array([6, 0], np.int32),
-            "obj_ptrs": rng.standard_normal((3, 6, 256)).astype(np.float32),
+            "obj_ptrs": rng.standard_normal((2, 6, 256)).astype(np.float32),
             "obj_ptr_offsets": np.zeros(6, np.float32),
         },
     }
@@ -73,4 +73,24 @@ def test_memory_artifacts_at_other_shapes(edgetam_export, edgetam_model):
             d = float(np.abs(got[o] - value).max())
             print(f"[edgetam export] {name} {o} {value.shape}: max |onnx - torch| {d:.2e}")
             assert got[o].shape == value.shape and d <= 1e-4
-    assert ref["image_embed"].shape == (3, 256, 64, 64)
+    assert ref["image_embed"].shape == (2, 256, 64, 64)
+
+
+def test_fp16_policy_pins_the_perceiver(edgetam_export):
+    """The fp16 policy (sam2edge.engines.precision) keeps the perceiver's LayerNorms and every attention
+    softmax input of the memory encoder in fp32, as it does memory attention's: the precision risks the
+    issue names. (Derived from the ONNX graph; building and running fp16 engines needs a GPU.)"""
+    from sam2edge.engines.precision import precision_policy
+
+    for name in ("memory_encoder", "memory_attention"):
+        graph = onnx.load(str(edgetam_export.onnx_dir / f"{name}.onnx"))
+        ops = {}
+        for n in graph.graph.node:
+            ops[n.op_type] = ops.get(n.op_type, 0) + 1
+        rules = {}
+        for keep in precision_policy(graph, name, "fp16").keep_fp32:
+            rules[keep.rule] = rules.get(keep.rule, 0) + 1
+        print(f"[edgetam fp16 policy] {name}: {ops.get('Softmax', 0)} Softmax, {ops.get('LayerNormalization', 0)} "
+              f"LayerNormalization; fp32-pinned nodes by rule {rules}")
+        assert ops.get("Softmax", 0) > 0 and rules.get("softmax-input", 0) >= ops["Softmax"]
+        assert rules.get("layernorm", 0) >= ops.get("LayerNormalization", 0) > 0

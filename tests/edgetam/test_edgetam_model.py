@@ -60,7 +60,7 @@ def test_reparameterize_keeps_the_function(edgetam_model):
     assert not any(isinstance(m, (torch.nn.BatchNorm2d, ConvNorm, RepVggDw)) for m in trunk.modules())
     convs = [m for m in trunk.modules() if isinstance(m, torch.nn.Conv2d)]
     assert all(c.bias is not None for c in convs)
-    x = torch.randn(1, 3, 128, 128, generator=torch.Generator().manual_seed(2))
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         ref = edgetam_model.image_encoder.trunk(x)
         got = trunk(x)
@@ -105,3 +105,49 @@ def test_download_needs_a_hash(tmp_path):
 
     with pytest.raises(DownloadError, match="no sha256 is published for edgetam"):
         download_checkpoint("edgetam", cache_dir=tmp_path)
+
+
+def test_specs_follow_the_export_variant_and_estimate_counts_latents():
+    """Whatever picks specs from a manifest's variant (ONNX Runtime / TensorRT runners, engine build) gets
+    EdgeTAM's; the memory estimate counts 512 keys per memory frame instead of 4096."""
+    from sam2edge.backends.registry import RunnerSources
+    from sam2edge.contract.artifacts import ARTIFACTS
+    from sam2edge.contract.edgetam_artifacts import EDGETAM_ARTIFACTS, specs_for_variant
+    from sam2edge.runtime import estimate
+
+    assert specs_for_variant("edgetam") is EDGETAM_ARTIFACTS and specs_for_variant("edge-tam") is EDGETAM_ARTIFACTS
+    assert specs_for_variant(None) is ARTIFACTS and specs_for_variant("sam2.1_hiera_tiny") is ARTIFACTS
+    assert RunnerSources(variant="edgetam").variant == "edgetam"
+    sam2 = estimate.video_activation_bytes(tokens_per_frame=4096)
+    assert estimate.video_activation_bytes(tokens_per_frame=512) < sam2 / 7
+    assert estimate.activation_bytes("edgetam", 2, video=True) < estimate.activation_bytes("sam2.1_hiera_tiny", 2, video=True) / 5
+    assert estimate.torch_weights_bytes("edgetam") < estimate.torch_weights_bytes("sam2.1_hiera_tiny")
+
+
+def test_memory_attention_key_table_forms_agree():
+    """EdgeTAM's key RoPE table (unrotated prefix rows cos=1/sin=0, then a grid) in the interleaved layout:
+    the narrow (CPU and export) and fused forms agree, and the prefix keys really are left unrotated."""
+    from sam2edge.model import memory_attention as ma
+    from sam2edge.model.rope import interleaved_rope_tables
+    from sam2edge.model.testing import randomize_parameters
+
+    net = randomize_parameters(ma.MemoryAttention(num_layers=2, feat_size=(16, 16), memory_grid=(4, 4),
+                                                  memory_prefix_tokens=16), seed=3).eval()
+    table = net.key_rope_table
+    assert table.shape == (2, 32, 256)
+    assert torch.equal(table[0, :16], torch.ones(16, 256)) and torch.equal(table[1, :16], torch.zeros(16, 256))
+    assert torch.equal(table[:, 16:], interleaved_rope_tables(256, 4, 4))
+    gen = torch.Generator().manual_seed(4)
+    args = (torch.randn(1, 256, 256, generator=gen), None, torch.randn(2, 3 * 32, 64, generator=gen),
+            torch.randn(1, 3 * 32, 64, generator=gen), torch.randn(2, 8, 64, generator=gen), torch.randn(1, 8, 64, generator=gen))
+    with torch.inference_mode():
+        narrow = net(*args)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(ma, "narrow_cross_attention", lambda device: False)
+            fused = net(*args)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(ma, "is_tracing", lambda: True)
+            export = net(*args)
+    scale = float(fused.abs().max())
+    assert narrow.shape == (2, 256, 256)
+    assert float((narrow - fused).abs().max()) < 2e-5 * scale and float((export - fused).abs().max()) < 2e-5 * scale

@@ -30,6 +30,12 @@ def _wrapper(model, name: str):
     return build_wrapper(name, model)
 
 
+def _mask_for_memory(cfg, high_res_masks, binarize: bool):
+    """The official _encode_new_memory's mask input: [N,1,1024,1024] logits -> sigmoid (or > 0) x20 - 10."""
+    m = (high_res_masks > 0).to(high_res_masks.dtype) if binarize else torch.sigmoid(high_res_masks)
+    return m * cfg.sigmoid_scale_for_mem_enc + cfg.sigmoid_bias_for_mem_enc
+
+
 def test_image_encoder(edgetam_model, edgetam_cases, official):
     x = torch.from_numpy(edgetam_cases.inputs("encode")["image"])
     with torch.no_grad():
@@ -50,7 +56,7 @@ def test_memory_encoder_and_perceiver(edgetam_model, edgetam_cases, official):
     x = [edgetam_cases.inputs(i) for i in ids]
     with torch.no_grad():
         raw = [edgetam_model.memory_encoder(torch.from_numpy(c["vision_features"]),
-                                            edgetam_model.prepare_mask_for_memory(torch.from_numpy(c["high_res_masks"]), binarize=b))[0]
+                                            _mask_for_memory(edgetam_model.cfg, torch.from_numpy(c["high_res_masks"]), b))[0]
                for c, b in zip(x, (False, True))]
         batched = wrapper(torch.from_numpy(x[0]["vision_features"]),  # one frame's features, two objects' masks
                           torch.from_numpy(np.concatenate([x[0]["high_res_masks"], x[1]["high_res_masks"]])),

@@ -1,6 +1,6 @@
 """EdgeTAM video tracking: our tracker (PyTorch runners, EdgeTAM specs) vs the official video predictor.
 
-Same random checkpoint; a 5-frame 96x128 synthetic clip read by both from the same JPEG files (ours
+Same random checkpoint; a 3-frame 96x128 synthetic clip read by both from the same JPEG files (ours
 with ``preprocessing="exact"``, bit-exact with the official loader); one object clicked, re-clicked,
 propagated (tests/edgetam/cases.video_steps: the official EdgeTAM predictor cannot batch two
 objects, facebookresearch/EdgeTAM#15). Both store memory in bfloat16. Hole filling: the official
