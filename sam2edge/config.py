@@ -1,9 +1,10 @@
-"""Model configurations for the eight official SAM2 / SAM2.1 variants.
+"""Model configurations for the eight official SAM2 / SAM2.1 variants and EdgeTAM.
 
 One frozen dataclass per variant, one registry, and one resolver that accepts the
 official names (``sam2.1_hiera_tiny``, ``sam2_hiera_b+`` ...), the config-file stems
 (``sam2.1_hiera_t``) and the seed document's ids (``sam2/hiera_tiny`` ... which mean
-the SAM2.1 checkpoints).
+the SAM2.1 checkpoints). EdgeTAM (family ``edgetam``) is SAM2 with a RepViT-M1 trunk, a
+2-layer memory attention and a spatial perceiver that compresses each memory frame.
 
 Nothing here imports PyTorch: the runtime uses these configs without it.
 """
@@ -51,16 +52,73 @@ class HieraConfig:
 
 
 @dataclass(frozen=True)
+class RepViTConfig:
+    """RepViT trunk hyper-parameters (timm ``repvit_m1``, features_only, all four stages)."""
+
+    embed_dims: tuple[int, ...] = (48, 96, 192, 384)
+    depths: tuple[int, ...] = (2, 2, 14, 2)
+    mlp_ratio: int = 2
+    kernel_size: int = 3
+    se_ratio: float = 0.25
+    se_divisor: int = 8
+    bn_eps: float = 1e-5
+
+    @property
+    def channels(self) -> tuple[int, ...]:
+        """Output channels per stage, highest resolution first."""
+        return self.embed_dims
+
+    @property
+    def stages(self) -> tuple[int, ...]:
+        """Blocks per stage (the name Hiera uses too)."""
+        return self.depths
+
+    @property
+    def depth(self) -> int:
+        return sum(self.depths)
+
+
+@dataclass(frozen=True)
+class PerceiverConfig:
+    """EdgeTAM's 2-D spatial perceiver: compresses one memory frame into latents.
+
+    ``num_latents`` global latents read the whole frame (with its position encoding);
+    ``num_latents_2d`` latents, one per window of a sqrt(n) x sqrt(n) grid of windows, read
+    only their window. Both go through the same ``depth`` layers.
+    """
+
+    dim: int = 64
+    depth: int = 2
+    dim_head: int = 64
+    heads: int = 1
+    ff_mult: int = 4
+    num_latents: int = 256
+    num_latents_2d: int = 256
+    use_self_attn: bool = True
+
+    @property
+    def grid_2d(self) -> int:
+        """Side of the 2-D latent grid (16 for 256 latents)."""
+        return int(round(self.num_latents_2d**0.5))
+
+    @property
+    def tokens(self) -> int:
+        """Memory tokens per frame after compression (512)."""
+        return self.num_latents + self.num_latents_2d
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """Everything needed to build one official variant at ``image_size``."""
 
     name: str  # official checkpoint stem, e.g. "sam2.1_hiera_tiny"
-    version: str  # "sam2" or "sam2.1"
-    size: str  # "tiny" | "small" | "base_plus" | "large"
-    trunk: HieraConfig
+    version: str  # "sam2", "sam2.1" or "edgetam"
+    size: str  # "tiny" | "small" | "base_plus" | "large" | "repvit_m1"
+    trunk: HieraConfig | RepViTConfig
     url: str
-    sha256: str
+    sha256: str  # "" where no hash is published (EdgeTAM): downloads then need one given explicitly
     aliases: tuple[str, ...] = ()
+    family: str = "sam2"  # "sam2" (SAM2 and SAM2.1, Hiera) or "edgetam"
     image_size: int = IMAGE_SIZE
     d_model: int = EMBED_DIM
     mem_dim: int = MEM_DIM
@@ -70,6 +128,9 @@ class ModelConfig:
     sigmoid_bias_for_mem_enc: float = -10.0
     fpn_top_down_levels: tuple[int, ...] = (2, 3)
     scalp: int = 1
+    memory_attention_layers: int = 4
+    # EdgeTAM: each memory frame is compressed to latents before it is stored (None: 64x64 tokens).
+    perceiver: PerceiverConfig | None = None
     # Memory-path switches that differ between SAM2 and SAM2.1.
     no_obj_embed_spatial: bool = False
     add_tpos_enc_to_obj_ptrs: bool = False
@@ -94,6 +155,13 @@ class ModelConfig:
     @property
     def filename(self) -> str:
         return f"{self.name}.pt"
+
+    @property
+    def memory_tokens_per_frame(self) -> int:
+        """Tokens one memory frame contributes to memory attention (4096, or 512 for EdgeTAM)."""
+        if self.perceiver is not None:
+            return self.perceiver.tokens
+        return self.embedding_size**2
 
 
 _TRUNKS = {
@@ -142,15 +210,38 @@ def _make(version: str, size: str) -> ModelConfig:
     )
 
 
+# EdgeTAM (facebookresearch/EdgeTAM, configs/edgetam.yaml). Its memory path is SAM2.0-style: no
+# temporal encoding of object pointers, no no-object spatial embedding. The checkpoint is a plain
+# git blob (abd54d22bbd22ba3e53cf59a307e59e0f3701be6) of that repository; no sha256 is published.
+EDGETAM = ModelConfig(
+    name="edgetam",
+    version="edgetam",
+    size="repvit_m1",
+    trunk=RepViTConfig(),
+    url="https://github.com/facebookresearch/EdgeTAM/raw/main/checkpoints/edgetam.pt",
+    sha256="",
+    aliases=("edge_tam", "edge-tam", "facebook/edgetam", "configs/edgetam"),
+    family="edgetam",
+    fpn_top_down_levels=(2, 3),
+    memory_attention_layers=2,
+    perceiver=PerceiverConfig(),
+)
+
 REGISTRY: dict[str, ModelConfig] = {
     cfg.name: cfg for cfg in (_make(v, s) for v in ("sam2.1", "sam2") for s in ("tiny", "small", "base_plus", "large"))
 }
+REGISTRY[EDGETAM.name] = EDGETAM
 _ALIASES: dict[str, str] = {a.lower(): cfg.name for cfg in REGISTRY.values() for a in (cfg.name, *cfg.aliases)}
 
 
-def variant_names() -> list[str]:
-    """Official names of all registered variants, SAM2.1 first."""
-    return list(REGISTRY)
+FAMILIES = ("sam2", "edgetam")
+
+
+def variant_names(family: str | None = None) -> list[str]:
+    """Official names of the registered variants (SAM2.1 first, EdgeTAM last), or of one family."""
+    if family is not None and family not in FAMILIES:
+        raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
+    return [name for name, cfg in REGISTRY.items() if family is None or cfg.family == family]
 
 
 def resolve_name(name: str) -> str:
@@ -164,7 +255,7 @@ def resolve_name(name: str) -> str:
     if key in _ALIASES:
         return _ALIASES[key]
     raise UnknownModelError(
-        f"model name {name!r} is not a known SAM2 variant; expected one of "
+        f"model name {name!r} is not a known SAM2 variant (or EdgeTAM); expected one of "
         f"{sorted(REGISTRY)} or the seed ids {sorted(_SEED_IDS.values())}"
     )
 

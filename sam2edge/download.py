@@ -257,6 +257,12 @@ def download_checkpoint(
     cfg = get_config(name)
     url = url or mirror_url(cfg.filename) or cfg.url
     sha = (expected_sha256 or cfg.sha256).lower()
+    if not sha:  # EdgeTAM: its authors publish no hash, and an unverified download is never accepted
+        raise DownloadError(
+            f"no sha256 is published for {cfg.name}, so sam2edge cannot verify a download from {url}; pass "
+            f"expected_sha256=... (`sam2edge download {cfg.name} --sha256 HASH`: a hash you trust), or download "
+            f"{cfg.filename} yourself and pass its path (or put it in ${MODELS_DIR_ENV})"
+        )
     if not url.startswith(("http://", "https://")):
         raise DownloadError(f"cannot download {cfg.name} from {url!r}: only http(s) URLs are supported")
     folder = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()

@@ -24,7 +24,8 @@ def pytest_report_header(config):
 # passing tests, so it is collected here and reprinted once at the end of the run.
 _MEASURED: list[tuple[str, str]] = []
 _REPORT_FILES = ("oracle", "test_predictor_api", "test_preprocess", "test_postprocess", "test_memory", "test_cache",
-                 "test_stream", "test_tracker", "test_export", "test_verify", "test_onnx", "test_automatic")
+                 "test_stream", "test_tracker", "test_export", "test_verify", "test_onnx", "test_automatic",
+                 "test_edgetam")
 
 
 def pytest_runtest_logreport(report):

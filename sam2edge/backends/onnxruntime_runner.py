@@ -22,7 +22,7 @@ import numpy as np
 from sam2edge.backends.base import Runner
 from sam2edge.backends.lazy import import_onnxruntime
 from sam2edge.backends.registry import RunnerSources, device_index
-from sam2edge.contract.artifacts import ARTIFACTS
+from sam2edge.contract.edgetam_artifacts import specs_for_variant
 from sam2edge.contract.manifest import MANIFEST_NAME, RecordedFile, read_manifest, recorded_file, require, spec_to_dict
 from sam2edge.contract.spec import ArtifactSpec
 from sam2edge.errors import BackendRuntimeError, BackendUnavailableError, EngineMismatchError
@@ -280,12 +280,13 @@ def make_onnxruntime_runners(
         directory = directory / "onnx"
     manifest = read_manifest(directory) if (directory / MANIFEST_NAME).is_file() else None
     listed = require(manifest, "artifacts", dict, directory) if manifest else {}
-    names = list(artifacts) if artifacts else [n for n in ARTIFACTS if n in listed or (directory / f"{n}.onnx").is_file()]
+    specs = specs_for_variant(manifest.get("variant") if manifest else None)
+    names = list(artifacts) if artifacts else [n for n in specs if n in listed or (directory / f"{n}.onnx").is_file()]
     if not names:
         raise EngineMismatchError(f"no ONNX artifacts in {directory}; run `sam2edge export CHECKPOINT`")
     runners: dict[str, Runner] = {}
     for name in names:
-        spec = ARTIFACTS[name]
+        spec = specs[name]
         if manifest is not None:
             info = listed.get(name)
             if info is None:

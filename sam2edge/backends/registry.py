@@ -105,6 +105,7 @@ class RunnerSources:
     returning that engine's bytes, verified against its manifest (TensorRT). torch_loader: device
     string -> a loaded SAM2 PyTorch model (PyTorch). threads: CPU threads for CPU backends.
     remote_url: ``triton://host:port/prefix`` (Triton).
+    variant: the model name recorded in the export's manifest (its specs: EdgeTAM's differ).
     """
 
     onnx_dir: Path | None = None
@@ -113,6 +114,7 @@ class RunnerSources:
     torch_loader: Callable[[str], Any] | None = None
     threads: int | None = None
     remote_url: str | None = None
+    variant: str | None = None  # the model the engines were built for: its artifact specs (None: SAM2's)
 
 
 def create_runners(backend: str, sources: RunnerSources, device: str, artifacts: Sequence[str]) -> dict[str, Runner]:

@@ -36,7 +36,8 @@ from sam2edge.backends.base import Runner
 from sam2edge.backends.cuda_memory import DeviceBuffer, DeviceMemory, DeviceOutOfMemoryError, default_memory
 from sam2edge.backends.lazy import import_tensorrt, import_torch
 from sam2edge.backends.registry import RunnerSources, device_index
-from sam2edge.contract.artifacts import ARTIFACTS, BATCH, NUM_MEMORY_FRAMES, NUM_OBJECTS, NUM_POINTS, NUM_PROMPTS
+from sam2edge.contract.artifacts import BATCH, NUM_MEMORY_FRAMES, NUM_OBJECTS, NUM_POINTS, NUM_PROMPTS
+from sam2edge.contract.edgetam_artifacts import specs_for_variant
 from sam2edge.contract.spec import ArtifactSpec, Dim
 from sam2edge.errors import BackendRuntimeError, EngineMismatchError, InputError
 
@@ -298,4 +299,5 @@ def create_runners(sources: RunnerSources, device: str, artifacts: Sequence[str]
     def loader(name: str) -> Callable[[], TrtEngine]:
         return lambda: TrtEngine(sources.engine_bytes[name](), label=f"{sources.engine_label}/{name}.engine")
 
-    return {n: TensorRTRunner(ARTIFACTS[n], loader(n), device_index(device)) for n in artifacts}
+    specs = specs_for_variant(sources.variant)
+    return {n: TensorRTRunner(specs[n], loader(n), device_index(device)) for n in artifacts}

@@ -15,7 +15,7 @@ import numpy as np
 from sam2edge.backends.base import Runner
 from sam2edge.backends.lazy import import_torch
 from sam2edge.backends.registry import RunnerSources
-from sam2edge.contract.artifacts import ARTIFACTS
+from sam2edge.contract.edgetam_artifacts import specs_for
 from sam2edge.contract.spec import ArtifactSpec
 from sam2edge.errors import BackendRuntimeError, BackendUnavailableError
 
@@ -55,8 +55,9 @@ def make_torch_runners(model: Any, device: str = "cpu", artifacts: tuple[str, ..
     """One TorchRunner per artifact around a loaded SAM2Model."""
     from sam2edge.model.wrappers import build_wrapper
 
-    names = artifacts or tuple(ARTIFACTS)
-    return {name: TorchRunner(ARTIFACTS[name], build_wrapper(name, model), device) for name in names}
+    specs = specs_for(model.cfg)
+    names = artifacts or tuple(specs)
+    return {name: TorchRunner(specs[name], build_wrapper(name, model), device) for name in names}
 
 
 def create_runners(sources: RunnerSources, device: str, artifacts: Sequence[str]) -> dict[str, Runner]:

@@ -26,6 +26,7 @@ from sam2edge.backends import lazy
 from sam2edge.backends.base import Runner
 from sam2edge.backends.registry import RunnerSources
 from sam2edge.contract.artifacts import ARTIFACTS
+from sam2edge.contract.edgetam_artifacts import specs_for_variant
 from sam2edge.contract.serving import (
     PARAM_CHECKPOINT,
     PARAM_HOST_CONSTANTS,
@@ -187,9 +188,10 @@ def create_runners(sources: RunnerSources, device: str, artifacts: Sequence[str]
         raise BackendUnavailableError("the triton backend needs a model URL: from_pretrained('triton://host:port/prefix')")
     address = parse_triton_url(sources.remote_url)
     client = connect(address)
+    specs = specs_for_variant(sources.variant)  # EdgeTAM's differ from SAM2's
     runners: dict[str, Runner] = {}
     for name in artifacts:
-        runner = TritonRunner(ARTIFACTS[name], address, client)
+        runner = TritonRunner(specs[name], address, client)
         runner.activate()
         runners[name] = runner
     return runners

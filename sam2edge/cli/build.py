@@ -14,7 +14,6 @@ from typing import Any
 
 from sam2edge.backends import lazy
 from sam2edge.cli.common import add_store_option
-from sam2edge.contract.artifacts import ARTIFACTS
 from sam2edge.contract.manifest import engine_dir
 from sam2edge.download import resolve_checkpoint
 from sam2edge.engines import tensorrt as trtb
@@ -55,7 +54,7 @@ def _build_args(args: argparse.Namespace) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     store = ArtifactStore(args.store)
     onnx = find_or_export(store, args.model)
-    names = trtb.artifact_order(list(args.artifacts or ARTIFACTS))
+    names = trtb.artifact_order(list(args.artifacts or onnx.specs))
     if args.print_trtexec:
         print_trtexec(onnx, names, args.precision, _limits(args), args.workspace << 20, args.trt_major or installed_trt_major())
         return 0
@@ -117,5 +116,5 @@ def print_trtexec(onnx: OnnxSet, names: list[str], precision: str, limits: dict[
             print(f"# TensorRT 11 is strongly typed: first convert {src} to mixed precision with ModelOpt AutoCast "
                   f"into {mixed} (keep_io_types, data_max=inf, the fp32 nodes of the policy excluded)")
             src = mixed
-        print(trtb.trtexec_command(src, out_dir / f"{name}.engine", ARTIFACTS[name], precision, limits, workspace,
+        print(trtb.trtexec_command(src, out_dir / f"{name}.engine", onnx.specs[name], precision, limits, workspace,
                                    policy, out_dir / "timing.cache", trt_major))

@@ -82,6 +82,8 @@ def checkpoint_lines(name: str, verify: bool) -> list[str]:
 
 
 def _verdict(path: Path, sha256: str, verify: bool, cached: bool) -> str:
+    if not sha256:  # EdgeTAM: its authors publish no hash, so there is nothing to compare with
+        return "no sha256 is published for this model: not checked (pass --sha256 to `sam2edge download`)"
     if verify:
         start = time.perf_counter()
         same = sha256_file(path) == sha256

@@ -222,7 +222,7 @@ def get_artifact(name: str) -> ArtifactSpec:
 
 
 def tolerance(spec: ArtifactSpec, output: str, reference_max_abs: float = 0.0) -> float:
-    """The fp32 verification bound of one output: its absolute tolerance, or TOL_RELATIVE of the
-    reference's largest magnitude when that is larger."""
+    """The fp32 verification bound of one output: its absolute tolerance, or the spec's relative
+    tolerance (default TOL_RELATIVE) of the reference's largest magnitude when that is larger."""
     atol = float(spec.extra.get("tolerance", {}).get(output, TOL_FEATURE))
-    return max(atol, TOL_RELATIVE * float(reference_max_abs))
+    return max(atol, float(spec.extra.get("relative_tolerance", TOL_RELATIVE)) * float(reference_max_abs))

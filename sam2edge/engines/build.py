@@ -21,7 +21,7 @@ from typing import Any
 from sam2edge.backends import lazy, registry
 from sam2edge.backends.onnxruntime_runner import make_onnxruntime_runners
 from sam2edge.backends.tensorrt_runner import TrtEngine
-from sam2edge.contract.artifacts import ARTIFACTS, Tensor
+from sam2edge.contract.artifacts import Tensor
 from sam2edge.contract.manifest import MANIFEST_NAME, package_versions, write_manifest
 from sam2edge.engines import tensorrt as trtb
 from sam2edge.engines.fingerprint import (
@@ -69,7 +69,8 @@ def build_engines(onnx: OnnxSet, *, store: ArtifactStore, precision: str = "fp16
         raise EngineBuildError("no CUDA GPU here: engines are built on the device that will run them "
                                f"({'; '.join(device.notes) or 'no GPU reported'})")
     limits = dict(limits or {})
-    names = trtb.artifact_order(list(artifacts or ARTIFACTS))
+    specs = onnx.specs
+    names = trtb.artifact_order(list(artifacts or specs))
     out_dir = store.engine_dir(onnx, precision, fingerprint)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / MANIFEST_NAME).unlink(missing_ok=True)  # its engine files are about to change
@@ -80,7 +81,7 @@ def build_engines(onnx: OnnxSet, *, store: ArtifactStore, precision: str = "fp16
         say(f"reusing timing cache {seeded}")
     records = {}
     for i, name in enumerate(names, 1):
-        spec = ARTIFACTS[name]
+        spec = specs[name]
         onnx_path, onnx_sha = check_onnx_file(onnx, name)
         policy = trtb.load_policy(onnx_path, name, precision)
         say(f"[{i}/{len(names)}] {name}: profile {trtb.profile_for(spec, limits)}")

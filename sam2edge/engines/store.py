@@ -30,7 +30,9 @@ from typing import Any
 
 from sam2edge.backends.registry import RunnerSources
 from sam2edge.config import resolve_name
+from sam2edge.contract.edgetam_artifacts import specs_for_variant
 from sam2edge.contract.manifest import MANIFEST_NAME, engine_dir, read_manifest, recorded_file, require, store_root
+from sam2edge.contract.spec import ArtifactSpec
 from sam2edge.engines.fingerprint import EngineFingerprint
 from sam2edge.errors import EngineMismatchError, IntegrityError, UnknownModelError
 from sam2edge.integrity import sha256_file
@@ -52,6 +54,11 @@ class OnnxSet:
     def variant(self) -> str:
         """The variant the manifest records (IntegrityError when it records none, or not a string)."""
         return require(self.manifest, "variant", str, self.dir)
+
+    @property
+    def specs(self) -> dict[str, ArtifactSpec]:
+        """The artifact specs of the exported variant (EdgeTAM's memory artifacts differ from SAM2's)."""
+        return specs_for_variant(self.variant)
 
     @property
     def checkpoint_sha256(self) -> str | None:
@@ -227,8 +234,10 @@ class ArtifactStore:
         if engines is not None:
             for name in engines.artifacts:
                 loaders[name] = partial(self.load_engine_bytes, engines, name)
+        variant = onnx.variant if onnx else (engines.manifest.get("variant") if engines else None)
         return RunnerSources(onnx_dir=onnx.dir if onnx else None, engine_bytes=loaders,
-                             engine_label=str(engines.dir) if engines else "", torch_loader=torch_loader, threads=threads)
+                             engine_label=str(engines.dir) if engines else "", torch_loader=torch_loader, threads=threads,
+                             variant=variant)
 
     def load_engine_bytes(self, engines: EngineSet, name: str) -> bytes:
         """The verified bytes of one engine file: inside the engine folder, size and sha256 checked on the

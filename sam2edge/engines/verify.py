@@ -100,7 +100,8 @@ def verification_feeds(images: Sequence[np.ndarray], reference: Mapping[str, Run
                 Tensor.MASK_INPUT: np.zeros((n, 1, 256, 256), np.float32), Tensor.HAS_MASK_INPUT: np.zeros(n, np.float32)}, None))
         for name in (Artifact.MEMORY_ATTENTION, Artifact.MEMORY_ENCODER):
             if name in artifacts:
-                spec = ARTIFACTS[name]
+                # The reference runner's spec: the export's own (EdgeTAM's memory frames are latents).
+                spec = reference[name].spec if name in reference else ARTIFACTS[name]
                 opt = {d: clamp(dim.opt, name, d, dims) for d, dim in spec.dims().items()}
                 opt[NUM_OBJECTS.name] = clamp(1, name, NUM_OBJECTS.name, dims)
                 feeds = spec.dummy_inputs("opt", seed=i, overrides=opt)

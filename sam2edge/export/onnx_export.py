@@ -29,7 +29,6 @@ import numpy as np
 from sam2edge.backends.onnxruntime_runner import OnnxRuntimeRunner
 from sam2edge.backends.torch_runner import TorchRunner
 from sam2edge.contract.artifacts import (
-    ARTIFACTS,
     BATCH,
     MASK_SIDE,
     NUM_MEMORY_FRAMES,
@@ -40,6 +39,7 @@ from sam2edge.contract.artifacts import (
     Tensor,
     tolerance,
 )
+from sam2edge.contract.edgetam_artifacts import specs_for
 from sam2edge.contract.manifest import MANIFEST_NAME, onnx_dir, package_versions, read_manifest, recorded_file, spec_to_dict, write_manifest
 from sam2edge.contract.parity import compare_outputs
 from sam2edge.contract.spec import ArtifactSpec, Dim
@@ -202,17 +202,20 @@ def verify_artifact(
 
 def export_artifact(
     model: Any, name: str, out_dir: Path, settings: ExportSettings, cases: Sequence[dict[str, np.ndarray]],
-    progress: Progress,
+    progress: Progress, export_form: Any = None,
 ) -> dict[str, Any]:
     """Export, check and verify one artifact into ``out_dir/<name>.onnx``; its manifest entry."""
     from sam2edge.model.wrappers import build_wrapper
 
-    spec = ARTIFACTS[name]
+    spec = specs_for(model.cfg)[name]
     wrapper = build_wrapper(name, model)
     path = out_dir / f"{name}.onnx"
     t0 = time.perf_counter()
     progress(f"[{name}] exporting ({settings.exporter}, opset {settings.opset})")
-    export_graph(wrapper, spec, path, settings)
+    # The graph holds the model's export form (EdgeTAM: RepViT re-parameterised into plain convolutions);
+    # verification runs the model as loaded, so it checks the re-parameterisation too.
+    traced = wrapper if export_form is None or export_form is model else build_wrapper(name, export_form)
+    export_graph(traced, spec, path, settings)
     graph, rewrites = finalize_graph(path, spec)
     t_export = time.perf_counter() - t0
     compat = (assert_trt_compatible if settings.check_trt else check_graph)(graph, spec)
@@ -249,25 +252,27 @@ def export_model(
 
     settings = settings or ExportSettings()
     progress = progress or log.info
-    names = list(artifacts or ARTIFACTS)
-    unknown = [n for n in names if n not in ARTIFACTS]
+    specs = specs_for(model.cfg)
+    names = list(artifacts or specs)
+    unknown = [n for n in names if n not in specs]
     if unknown:
-        raise ExportError(f"unknown artifacts {unknown}; choose from {list(ARTIFACTS)}")
+        raise ExportError(f"unknown artifacts {unknown}; choose from {list(specs)}")
     out_dir = Path(out_dir)
     model = model.eval()
     entries = {}
     with staged_folder(out_dir) as stage:
         progress(f"preparing verification data ({model.cfg.name})")
         cases = verification_cases(model, names, images=images)
+        export_form = model.export_form() if hasattr(model, "export_form") else None
         for name in names:
-            entries[name] = export_artifact(model, name, stage, settings, cases[name], progress)
+            entries[name] = export_artifact(model, name, stage, settings, cases[name], progress, export_form)
         previous = {n: e for n, e in _previous_entries(out_dir, checkpoint.get("sha256"), read_manifest).items()
                     if n not in entries}
         for entry in previous.values():  # kept artifacts of an earlier export of this checkpoint
             _link_or_copy(out_dir / entry["file"], stage / entry["file"])
         all_entries = {**previous, **entries}
         manifest = manifest_header(model, checkpoint, settings)
-        manifest["artifacts"] = {n: all_entries[n] for n in ARTIFACTS if n in all_entries}
+        manifest["artifacts"] = {n: all_entries[n] for n in specs if n in all_entries}
         manifest["files"] = {e["file"]: {"sha256": e["sha256"], "size": e["size"]} for e in manifest["artifacts"].values()}
         write_manifest(stage, manifest)
     progress(f"wrote {out_dir / MANIFEST_NAME}")

@@ -71,13 +71,15 @@ def _decoder_cases(feats: dict[str, np.ndarray], rng: np.random.Generator) -> li
     return cases
 
 
-def _memory_attention_cases(feats: dict[str, np.ndarray], rng: np.random.Generator) -> list[dict[str, np.ndarray]]:
+def _memory_attention_cases(feats: dict[str, np.ndarray], rng: np.random.Generator,
+                            frame_shape: tuple[int, ...] = (64, 64, 64)) -> list[dict[str, np.ndarray]]:
+    """frame_shape: one memory frame, (64, 64, 64) for SAM2, (512, 64) latents for EdgeTAM."""
     cases = []
     for i, (b, f, k) in enumerate(((2, 3, 5), (1, 1, 1))):
         j = i % feats[Tensor.VISION_FEATURES].shape[0]
         cases.append({
             Tensor.VISION_FEATURES: feats[Tensor.VISION_FEATURES][j:j + 1],
-            Tensor.MEMORY: rng.standard_normal((b, f, 64, 64, 64)).astype(np.float32),
+            Tensor.MEMORY: rng.standard_normal((b, f, *frame_shape)).astype(np.float32),
             Tensor.MEMORY_TPOS: np.array([6, 0, 1, 2, 3, 4, 5][:f], dtype=np.int32),
             Tensor.OBJ_PTRS: rng.standard_normal((b, k, 256)).astype(np.float32),
             Tensor.OBJ_PTR_OFFSETS: (rng.integers(-15, 16, size=k) / np.float32(15)).astype(np.float32),
@@ -131,7 +133,9 @@ def verification_cases(
     if Artifact.PROMPT_DECODER in names:
         out[Artifact.PROMPT_DECODER] = _decoder_cases(feats, rng)
     if Artifact.MEMORY_ATTENTION in names:
-        out[Artifact.MEMORY_ATTENTION] = _memory_attention_cases(feats, rng)
+        perceiver = getattr(model, "spatial_perceiver", None)
+        frame_shape = (perceiver.num_tokens, perceiver.cfg.dim) if perceiver is not None else (64, 64, 64)
+        out[Artifact.MEMORY_ATTENTION] = _memory_attention_cases(feats, rng, frame_shape)
     if Artifact.MEMORY_ENCODER in names:
         out[Artifact.MEMORY_ENCODER] = _memory_encoder_cases(feats, rng)
     return out

@@ -1,8 +1,9 @@
-"""Loading official SAM2 / SAM2.1 checkpoints and telling which variant they hold.
+"""Loading official SAM2 / SAM2.1 / EdgeTAM checkpoints and telling which variant they hold.
 
 A checkpoint is ``{"model": state_dict}`` saved by ``torch.save``. It is read with
 ``weights_only=True`` (no arbitrary pickles), the variant is guessed from a few keys and
-shapes (trunk width, number of trunk blocks, the SAM2.1-only memory keys), and the guess is
+shapes (Hiera: trunk width, number of trunk blocks, the SAM2.1-only memory keys; EdgeTAM:
+its RepViT stem and spatial-perceiver keys), and the guess is
 then checked against the full key set and every shape of our model for that variant, built
 on the meta device. Anything else is refused with a CheckpointError that names the file,
 what it holds and what was expected.
@@ -27,7 +28,7 @@ from sam2edge.download import default_cache_dir, download_checkpoint, resolve_ch
 from sam2edge.errors import CheckpointError
 from sam2edge.integrity import sha256_file
 from sam2edge.model import build_model
-from sam2edge.model.testing import randomize_parameters
+from sam2edge.model.testing import randomize_model
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -46,6 +47,8 @@ __all__ = [
 ]
 
 PATCH_EMBED_KEY = "image_encoder.trunk.patch_embed.proj.weight"
+# EdgeTAM: timm's RepViT stem under the official TimmBackbone ("body"), and the perceiver's latents.
+EDGETAM_KEYS = ("image_encoder.trunk.body.stem.conv1.c.weight", "spatial_perceiver.latents")
 SAM21_ONLY_KEYS = ("obj_ptr_tpos_proj.weight", "obj_ptr_tpos_proj.bias", "no_obj_embed_spatial")
 _BLOCK_KEY = re.compile(r"image_encoder\.trunk\.blocks\.(\d+)\.")
 
@@ -119,6 +122,10 @@ def compare_state_dict(state_dict: Mapping[str, Any], expected: Mapping[str, tup
 # --------------------------------------------------------------------------- detection
 def _trunk_summary(state_dict: Mapping[str, Any]) -> tuple[str, ModelConfig | None]:
     """A description of the identifying keys, and the variant they point to (or None)."""
+    if all(k in state_dict for k in EDGETAM_KEYS):
+        for cfg in REGISTRY.values():
+            if cfg.family == "edgetam":
+                return "RepViT trunk and spatial perceiver (EdgeTAM)", cfg
     patch = state_dict.get(PATCH_EMBED_KEY)
     if patch is None or len(patch.shape) != 4:
         return f"no 4-D {PATCH_EMBED_KEY}", None
@@ -128,7 +135,7 @@ def _trunk_summary(state_dict: Mapping[str, Any]) -> tuple[str, ModelConfig | No
     version = "sam2.1" if any(k in state_dict for k in SAM21_ONLY_KEYS) else "sam2"
     summary = f"trunk width {width}, {depth} trunk blocks, {version} memory keys"
     for cfg in REGISTRY.values():
-        if (cfg.version, cfg.trunk.embed_dim, cfg.trunk.depth) == (version, width, depth):
+        if cfg.family == "sam2" and (cfg.version, cfg.trunk.embed_dim, cfg.trunk.depth) == (version, width, depth):
             return summary, cfg
     return summary, None
 
@@ -149,7 +156,8 @@ def detect_variant(state_dict: Mapping[str, torch.Tensor]) -> ModelConfig:
     """The variant whose exact key set and shapes ``state_dict`` has.
 
     The guess uses the trunk's patch-embedding width, its number of blocks and the
-    presence of the SAM2.1-only keys; then every key and shape is verified. Raises
+    presence of the SAM2.1-only keys (or EdgeTAM's RepViT and perceiver keys); then every
+    key and shape is verified. Raises
     CheckpointError naming the closest variant and its differences when nothing matches.
     """
     _check_entries(state_dict)
@@ -160,7 +168,7 @@ def detect_variant(state_dict: Mapping[str, torch.Tensor]) -> ModelConfig:
     closest = min(diffs, key=lambda n: (diffs[n].score, n != getattr(guess, "name", None)))
     n_expected = len(expected_state_dict_shapes(REGISTRY[closest]))
     raise CheckpointError(
-        f"the state dict ({len(state_dict)} tensors; {summary}) matches no SAM2 variant. Expected the exact keys "
+        f"the state dict ({len(state_dict)} tensors; {summary}) matches no SAM2 variant (nor EdgeTAM). Expected the exact keys "
         f"and shapes of one of {list(REGISTRY)}. Closest is {closest} ({n_expected} tensors): "
         f"{diffs[closest].describe()}"
     )
@@ -284,6 +292,9 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], M
 def write_random_checkpoint(path: str | os.PathLike, name_or_cfg: str | ModelConfig, seed: int = 0) -> Path:
     """Write a checkpoint in the official format with every tensor random (tests, benchmarks).
 
+    BatchNorm statistics (EdgeTAM) are calibrated on a seeded noise image instead
+    (:func:`sam2edge.model.testing.randomize_model`), so activations keep a trained network's scale.
+
     The file is written next to ``path`` and moved into place, so readers never see half
     a file. Returns ``path``.
     """
@@ -291,7 +302,7 @@ def write_random_checkpoint(path: str | os.PathLike, name_or_cfg: str | ModelCon
 
 
     cfg = name_or_cfg if isinstance(name_or_cfg, ModelConfig) else get_config(name_or_cfg)
-    model = randomize_parameters(_build(cfg, "cpu"), seed)
+    model = randomize_model(_build(cfg, "cpu"), seed)
     path = Path(path).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

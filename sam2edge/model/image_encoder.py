@@ -1,4 +1,4 @@
-"""Image encoder: Hiera trunk + FPN neck, returning the three feature levels SAM2 uses.
+"""Image encoder: Hiera (SAM2) or RepViT (EdgeTAM) trunk + FPN neck, returning the three feature levels SAM2 uses.
 
 State-dict names match the official ``ImageEncoder`` (``trunk.*``, ``neck.convs.{i}.conv.*``).
 The neck's sine position encodings depend only on the feature sizes, so they are constants:
@@ -12,9 +12,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from sam2edge.config import ModelConfig
+from sam2edge.config import ModelConfig, RepViTConfig
 from sam2edge.model.common import sine_position_encoding_2d
 from sam2edge.model.hiera import Hiera
+from sam2edge.model.repvit import RepViTTrunk
 
 
 class _Lateral(nn.Module):
@@ -93,7 +94,10 @@ class ImageEncoder(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.scalp = cfg.scalp
-        self.trunk = Hiera(cfg.trunk, cfg.image_size)
+        if isinstance(cfg.trunk, RepViTConfig):
+            self.trunk: nn.Module = RepViTTrunk(cfg.trunk, cfg.image_size)
+        else:
+            self.trunk = Hiera(cfg.trunk, cfg.image_size)
         self.neck = FpnNeck(cfg.d_model, cfg.backbone_channel_list, cfg.fpn_top_down_levels)
         levels = len(cfg.trunk.stages) - cfg.scalp
         self.feat_sizes = tuple(self.trunk.grid_hw[0] // 2**i for i in range(levels))

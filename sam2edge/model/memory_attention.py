@@ -31,6 +31,13 @@ is done about it:
   (``rope.rotate_projected``), bit-identical to the pairwise form;
 - plain attention folds the softmax scale (1/16, exact) into the query weights and runs in
   query chunks, so no [B, 4096, F*4096] score matrix is held at once.
+
+EdgeTAM changes two things, both constructor arguments: the number of layers (2), and the
+memory frames, which hold 512 perceiver latents instead of 64x64 tokens. There the keys of
+a frame's first 256 latents (global) are not rotated and its last 256 (one per 4x4 window)
+are rotated by their position on a 16x16 grid (``memory_grid``, ``memory_prefix_tokens``).
+The unrotated rows of the key table are cos = 1, sin = 0: a rotation by zero is exact, so both
+families run the same graph with their own key table (``key_rope_table``).
 """
 
 from __future__ import annotations
@@ -122,11 +129,13 @@ class MemoryAttentionLayer(nn.Module):
         mem_keys_ptr: torch.Tensor,
         mem_values: torch.Tensor,
         rope: torch.Tensor,
+        rope_k: torch.Tensor,
     ) -> torch.Tensor:
-        """x [1 or B,N,D]; mem_keys_spatial [B,F*N,C] (memory + pos); mem_keys_ptr [B,K,C] (pointers + pos);
-        mem_values [B,F*N+K,C] (memory then pointers); rope [2,N,D] -> [B,N,D]."""
+        """x [1 or B,N,D]; mem_keys_spatial [B,F*T,C] (memory + pos); mem_keys_ptr [B,K,C] (pointers + pos);
+        mem_values [B,F*T+K,C] (memory then pointers); rope [2,N,D] of the current frame's tokens,
+        rope_k [2,T,D] of one memory frame's tokens (T = N for SAM2) -> [B,N,D]."""
         x = x + self._self_attention(self.norm1(x), rope)
-        x = x + self._cross_attention(self.norm2(x), mem_keys_spatial, mem_keys_ptr, mem_values, rope)
+        x = x + self._cross_attention(self.norm2(x), mem_keys_spatial, mem_keys_ptr, mem_values, rope, rope_k)
         return x + self.linear2(F.relu(self.linear1(self.norm3(x))))
 
     def _self_attention(self, h: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
@@ -139,13 +148,14 @@ class MemoryAttentionLayer(nn.Module):
         return sa.out_proj(_fused_attention(q, k, sa.v_proj(h), self.scale))
 
     def _cross_attention(
-        self, h: torch.Tensor, keys_spatial: torch.Tensor, keys_ptr: torch.Tensor, values: torch.Tensor, rope: torch.Tensor
+        self, h: torch.Tensor, keys_spatial: torch.Tensor, keys_ptr: torch.Tensor, values: torch.Tensor,
+        rope: torch.Tensor, rope_k: torch.Tensor,
     ) -> torch.Tensor:
         ca = self.cross_attn_image
         narrow = narrow_cross_attention(h.device)
         q = ca.rotated(ca.q_proj, h, rope, self.scale if narrow else 1.0)
-        # Every memory frame takes the same per-position table: [B, F, N, C] against [N, D].
-        k_spatial = ca.rotated(ca.k_proj, keys_spatial.unflatten(1, (-1, rope.shape[1])), rope).flatten(1, 2)
+        # Every memory frame takes the same per-position table: [B, F, T, C] against [T, D].
+        k_spatial = ca.rotated(ca.k_proj, keys_spatial.unflatten(1, (-1, rope_k.shape[1])), rope_k).flatten(1, 2)
         k = torch.cat((k_spatial, ca.k_proj(keys_ptr)), dim=1)
         if narrow:
             # out_proj o v_proj composed into one 64 -> 256 map (constant-folded at export); softmax
@@ -167,6 +177,9 @@ class MemoryAttention(nn.Module):
         feat_size: (H, W) of the current frame's feature grid (64, 64); N = H*W tokens.
         rope_theta: RoPE base frequency.
         dim_feedforward: hidden width of the feed-forward block.
+        memory_grid: (H, W) grid of a memory frame's rotated tokens; None: feat_size (SAM2).
+        memory_prefix_tokens: unrotated tokens at the start of every memory frame (EdgeTAM: 256).
+            A memory frame holds T = memory_prefix_tokens + H*W tokens.
     """
 
     def __init__(
@@ -177,6 +190,8 @@ class MemoryAttention(nn.Module):
         feat_size: tuple[int, int] = (64, 64),
         rope_theta: float = 1e4,
         dim_feedforward: int = 2048,
+        memory_grid: tuple[int, int] | None = None,
+        memory_prefix_tokens: int = 0,
     ) -> None:
         super().__init__()
         self.d_model = d_model
@@ -187,6 +202,12 @@ class MemoryAttention(nn.Module):
         height, width = self.feat_size
         rope = interleaved_rope_tables(d_model, height, width, rope_theta)
         self.register_buffer("rope_table", rope, persistent=False)  # [2 (cos, +-sin per pair), N, D]
+        self.own_key_table = memory_grid is not None or memory_prefix_tokens > 0
+        if self.own_key_table:
+            grid_h, grid_w = memory_grid or self.feat_size
+            keep = torch.stack((torch.ones(memory_prefix_tokens, d_model), torch.zeros(memory_prefix_tokens, d_model)))
+            rotated = interleaved_rope_tables(d_model, grid_h, grid_w, rope_theta)
+            self.register_buffer("key_rope_table", torch.cat((keep, rotated), dim=1), persistent=False)  # [2, T, D]
         # The image encoder's position encoding of the current frame: [1, N, D], a constant.
         pos = sine_position_encoding_2d(height, width, d_model).flatten(2).transpose(1, 2).contiguous()
         self.register_buffer("curr_pos_default", pos, persistent=False)
@@ -199,6 +220,13 @@ class MemoryAttention(nn.Module):
         160 MB file instead of 32 MB).
         """
         return self.rope_table[:, : x.shape[1]].to(x.dtype)
+
+    def _key_rope_tables(self, x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
+        """[2, T, D] for one memory frame's keys: the query tables unless the memory has its own
+        layout (EdgeTAM)."""
+        if not self.own_key_table:
+            return rope
+        return self.key_rope_table.to(x.dtype)
 
     def forward(
         self,
@@ -217,8 +245,9 @@ class MemoryAttention(nn.Module):
                 (layer 0's self-attention and cross-attention queries) is computed once.
             curr_pos: [B or 1, N, D] their position encoding, or None for the built-in
                 sine encoding (what the image encoder produces; a constant).
-            memory_spatial: [B, F*N, C] memory-frame tokens, frames concatenated (C = 64).
-            memory_spatial_pos: [B, F*N, C] their positions (sine + temporal encoding).
+            memory_spatial: [B, F*T, C] memory-frame tokens, frames concatenated (C = 64; T = N,
+                or the memory_prefix_tokens + memory_grid tokens given at construction).
+            memory_spatial_pos: [B, F*T, C] their positions (sine + temporal encoding).
             obj_ptrs: [B, K, C] object-pointer tokens (K >= 0).
             obj_ptrs_pos: [B, K, C] their temporal positions.
 
@@ -233,8 +262,9 @@ class MemoryAttention(nn.Module):
         keys_ptr = obj_ptrs + obj_ptrs_pos
         values = torch.cat((memory_spatial, obj_ptrs), dim=1)
         rope = self._rope_tables(x)
+        rope_k = self._key_rope_tables(x, rope)
         for layer in self.layers:
-            x = layer(x, keys_spatial, keys_ptr, values, rope)
+            x = layer(x, keys_spatial, keys_ptr, values, rope, rope_k)
         return self.norm(x)
 
     def forward_seq_first(

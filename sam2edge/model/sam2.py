@@ -1,4 +1,4 @@
-"""SAM2Model: the SAM2 / SAM2.1 networks assembled under the official state-dict names.
+"""SAM2Model: the SAM2 / SAM2.1 / EdgeTAM networks assembled under the official state-dict names.
 
 This module only wires the networks together and holds the handful of top-level
 parameters (memory temporal encodings, no-memory / no-object embeddings, object-pointer
@@ -12,6 +12,7 @@ are non-persistent buffers inside the networks.
 
 from __future__ import annotations
 
+import copy
 from typing import NamedTuple
 
 import torch
@@ -24,7 +25,9 @@ from sam2edge.model.image_encoder import ImageEncoder
 from sam2edge.model.mask_decoder import MaskDecoder
 from sam2edge.model.memory_attention import MemoryAttention
 from sam2edge.model.memory_encoder import MemoryEncoder
+from sam2edge.model.perceiver import SpatialPerceiver
 from sam2edge.model.prompt_encoder import PromptEncoder
+from sam2edge.model.repvit import RepViTTrunk, reparameterize
 
 
 class ImageFeatures(NamedTuple):
@@ -56,8 +59,13 @@ class SAM2Model(nn.Module):
         side = cfg.embedding_size
         self.image_encoder = ImageEncoder(cfg)
         self.mask_downsample = nn.Conv2d(1, 1, kernel_size=4, stride=4)
-        self.memory_attention = MemoryAttention(d_model=d, kv_dim=mem, feat_size=(side, side))
-        self.memory_encoder = MemoryEncoder()
+        perceiver = cfg.perceiver
+        self.memory_attention = MemoryAttention(
+            d_model=d, num_layers=cfg.memory_attention_layers, kv_dim=mem, feat_size=(side, side),
+            memory_grid=(perceiver.grid_2d, perceiver.grid_2d) if perceiver else None,
+            memory_prefix_tokens=perceiver.num_latents if perceiver else 0,
+        )
+        self.memory_encoder = MemoryEncoder(feat_size=(side, side))
         self.maskmem_tpos_enc = nn.Parameter(torch.zeros(cfg.num_maskmem, 1, 1, mem))
         self.no_mem_embed = nn.Parameter(torch.zeros(1, 1, d))
         self.no_mem_pos_enc = nn.Parameter(torch.zeros(1, 1, d))
@@ -72,6 +80,8 @@ class SAM2Model(nn.Module):
         self.sam_mask_decoder = MaskDecoder()
         self.obj_ptr_proj = MLP(d, d, d, 3)
         self.obj_ptr_tpos_proj = nn.Linear(d, mem) if cfg.proj_tpos_enc_in_obj_ptrs else nn.Identity()
+        # EdgeTAM: each memory frame is compressed to latents before it is stored (last in the official order).
+        self.spatial_perceiver = SpatialPerceiver(perceiver, (side, side)) if perceiver else None
 
     # -- image path --------------------------------------------------------------------
     def encode_image(self, image: torch.Tensor) -> ImageFeatures:
@@ -137,6 +147,19 @@ class SAM2Model(nn.Module):
         -> pointer with hard object-presence gating."""
         present = (object_score_logits > 0).to(obj_ptr.dtype)
         return present * obj_ptr + (1 - present) * self.no_obj_ptr
+
+    def export_form(self) -> SAM2Model:
+        """The model exported graphs should hold: ``self``, or for EdgeTAM a copy whose RepViT trunk is
+        re-parameterised (BatchNorm folded, token-mixer branches merged into one depthwise conv).
+
+        The copy computes the same function (about 1e-6 relative) with plain convolutions only;
+        its state-dict keys differ from the checkpoint's, so ``self`` stays the loadable model.
+        """
+        if not isinstance(self.image_encoder.trunk, RepViTTrunk):
+            return self
+        model = copy.deepcopy(self)
+        reparameterize(model.image_encoder.trunk)
+        return model.eval()
 
 
 def build_model(name_or_cfg: str | ModelConfig) -> SAM2Model:

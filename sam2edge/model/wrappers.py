@@ -69,8 +69,9 @@ class PromptDecoderWrapper(nn.Module):
 class MemoryAttentionWrapper(nn.Module):
     """Condition the current frame on each object's memory bank -> image_embed [B,256,64,64].
 
-    vision_features [1,256,64,64]; memory [B,F,64,64,64]; memory_tpos [F] int (rows of
-    maskmem_tpos_enc); obj_ptrs [B,K,256]; obj_ptr_offsets [K] normalised time offsets.
+    vision_features [1,256,64,64]; memory [B,F,64,64,64] (EdgeTAM: [B,F,512,64] perceiver
+    latents); memory_tpos [F] int (rows of maskmem_tpos_enc); obj_ptrs [B,K,256];
+    obj_ptr_offsets [K] normalised time offsets.
     """
 
     def __init__(self, model: nn.Module) -> None:
@@ -80,10 +81,12 @@ class MemoryAttentionWrapper(nn.Module):
         self.mem_dim = cfg.mem_dim
         self.d_model = cfg.d_model
         self.use_ptr_tpos = bool(cfg.add_tpos_enc_to_obj_ptrs)
-        # Spatial position of a memory frame: the memory encoder's sine encoding, [N, C].
-        self.register_buffer(
-            "mem_pos", model.memory_encoder.pos_enc.flatten(2).transpose(1, 2)[0].clone(), persistent=False
-        )
+        perceiver = getattr(model, "spatial_perceiver", None)
+        self.latent_memory = perceiver is not None
+        # Position of a memory frame's tokens, [T, C]: the memory encoder's sine encoding of the grid,
+        # or (EdgeTAM) the perceiver's constant latent positions (zeros for global latents, sine 16x16).
+        pos = perceiver.latent_pos[0] if perceiver is not None else model.memory_encoder.pos_enc.flatten(2).transpose(1, 2)[0]
+        self.register_buffer("mem_pos", pos.clone(), persistent=False)
 
     def forward(
         self,
@@ -93,14 +96,20 @@ class MemoryAttentionWrapper(nn.Module):
         obj_ptrs: torch.Tensor,
         obj_ptr_offsets: torch.Tensor,
     ) -> torch.Tensor:
-        b, f, c, h, w = memory.shape
+        if self.latent_memory:  # [B,F,T,C] latents
+            b, f, tokens, c = memory.shape
+            spatial = memory.reshape(b, f * tokens, c)
+        else:  # [B,F,C,H,W] grids
+            b, f, c, mh, mw = memory.shape
+            tokens = mh * mw
+            spatial = memory.flatten(3).transpose(2, 3).reshape(b, f * tokens, c)  # [B,F*T,64]
+        h, w = vision_features.shape[-2:]
         k = obj_ptrs.shape[1]
         split = self.d_model // self.mem_dim  # tokens per pointer (4)
         # Batch 1: the frame is shared, so its object-independent work runs once (see MemoryAttention).
         curr = vision_features.flatten(2).transpose(1, 2)  # [1,N,256]
-        spatial = memory.flatten(3).transpose(2, 3).reshape(b, f * h * w, c)  # [B,F*N,64]
         tpos = self.model.maskmem_tpos_enc.reshape(-1, c)[memory_tpos.long()]  # [F,64]
-        spatial_pos = (self.mem_pos.unsqueeze(0) + tpos.unsqueeze(1)).reshape(1, f * h * w, c)
+        spatial_pos = (self.mem_pos.unsqueeze(0) + tpos.unsqueeze(1)).reshape(1, f * tokens, c)
         ptr_tokens = obj_ptrs.reshape(b, k * split, self.mem_dim)  # pointer i -> tokens 4i..4i+3
         ptr_pos = self._ptr_pos(obj_ptr_offsets)  # [K,64]
         ptr_pos = ptr_pos.unsqueeze(1).expand(k, split, self.mem_dim).reshape(1, k * split, self.mem_dim)
@@ -116,7 +125,12 @@ class MemoryAttentionWrapper(nn.Module):
 
 class MemoryEncoderWrapper(nn.Module):
     """(vision_features [1,256,64,64], mask_logits [B,1,S,S], is_mask_from_points [B],
-    object_score_logits [B,1]) -> maskmem_features [B,64,64,64]."""
+    object_score_logits [B,1]) -> maskmem_features [B,64,64,64].
+
+    EdgeTAM: the spatial perceiver compresses each object's memory frame in the same graph,
+    -> maskmem_features [B,512,64]: the official model compresses every frame on its own
+    right after encoding it, so storing the latents in the bank is exact.
+    """
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
@@ -125,6 +139,7 @@ class MemoryEncoderWrapper(nn.Module):
         self.scale = float(cfg.sigmoid_scale_for_mem_enc)
         self.bias = float(cfg.sigmoid_bias_for_mem_enc)
         self.add_no_obj = model.no_obj_embed_spatial is not None
+        self.compress = getattr(model, "spatial_perceiver", None) is not None
 
     def forward(
         self,
@@ -141,6 +156,8 @@ class MemoryEncoderWrapper(nn.Module):
         if self.add_no_obj:
             absent = (object_score_logits <= 0).to(features.dtype).reshape(-1, 1, 1, 1)
             features = features + absent * self.model.no_obj_embed_spatial.reshape(1, -1, 1, 1)
+        if self.compress:
+            features = self.model.spatial_perceiver(features)
         return features
 
 

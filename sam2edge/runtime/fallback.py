@@ -216,10 +216,12 @@ class RunnerFactory:
     threads: int | None = None
     remote_url: str | None = None
     remote_host_constants: Mapping[str, Any] | None = None  # what the Triton server says its export recorded
+    remote_variant: str | None = None  # the variant the Triton server's models record (their specs)
 
     def __call__(self, cand: Candidate, artifacts: tuple[str, ...] | None = None) -> dict[str, Runner]:
         if self.remote_url is not None:
-            return registry.create_runners(cand.backend, RunnerSources(remote_url=self.remote_url), cand.device,
+            return registry.create_runners(cand.backend, RunnerSources(remote_url=self.remote_url, variant=self.remote_variant),
+                                           cand.device,
                                            artifacts or self.artifacts)
         engines = None
         if cand.engine_dir is not None:
@@ -275,7 +277,8 @@ def open_backends(name: str, *, backend: str = "auto", device: str = "auto", bat
             f"no usable backend for {variant} (backend={backend!r}, device={device!r}, strict={strict}):\n"
             + decision.format()
         )
-    factory = RunnerFactory(store, onnx, artifacts, torch_loader, threads, remote_url, host_constants)
+    factory = RunnerFactory(store, onnx, artifacts, torch_loader, threads, remote_url, host_constants,
+                            remote_variant=variant if remote_url is not None else None)
     backends = BackendSet(decision, factory, artifacts, strict)
     return backends
 

@@ -138,12 +138,13 @@ def _triton_source(url: str, backend: str) -> ModelSource:
                        checkpoint_sha256=remote.checkpoint_sha256, remote=remote)
 
 
-def named_checkpoint_sha256(name: str) -> str:
+def named_checkpoint_sha256(name: str) -> str | None:
     """The checkpoint a variant name stands for: a file in ``$SAM2EDGE_MODELS_DIR`` (hashed; it may be
-    fine-tuned) or else the official file, whose published sha256 is in the registry. Only an export
-    made from exactly that checkpoint serves the name, never whatever export of the variant is stored."""
+    fine-tuned) or else the official file, whose published sha256 is in the registry (None where none is
+    published: EdgeTAM). Only an export made from exactly that checkpoint serves the name, never whatever
+    export of the variant is stored."""
     local = local_checkpoint(name)
-    return sha256_file(local) if local is not None else get_config(name).sha256
+    return sha256_file(local) if local is not None else (get_config(name).sha256 or None)
 
 
 def _checkpoint_source(path: Path, backend: str, strict: bool, store_dir: str | None) -> ModelSource:

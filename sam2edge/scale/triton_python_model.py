@@ -59,14 +59,14 @@ class TritonPythonModel:
     def initialize(self, args: dict[str, Any]) -> None:
         from sam2edge.backends.onnxruntime_runner import OnnxRuntimeRunner
         from sam2edge.contract import serving
-        from sam2edge.contract.artifacts import ARTIFACTS
+        from sam2edge.contract.edgetam_artifacts import specs_for_variant
         from sam2edge.contract.manifest import RecordedFile
         from sam2edge.errors import EngineMismatchError
 
         self.pb = importlib.import_module("triton_python_backend_utils")
         config = json.loads(args["model_config"])
         params = config_parameters(config)
-        self.spec = ARTIFACTS[params[serving.PARAM_ARTIFACT]]
+        self.spec = specs_for_variant(params.get(serving.PARAM_VARIANT))[params[serving.PARAM_ARTIFACT]]
         if params.get(serving.PARAM_SPEC) != serving.spec_digest(self.spec):
             raise EngineMismatchError(f"{config.get('name')}: written for another {self.spec.name} interface than the "
                                       "sam2edge beside it; rewrite the repository with `sam2edge triton-repo`")

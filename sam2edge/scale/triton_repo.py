@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from sam2edge.contract.artifacts import ARTIFACTS
+from sam2edge.contract.edgetam_artifacts import specs_for_variant
 from sam2edge.contract.manifest import RecordedFile, recorded_file, require, spec_to_dict
 from sam2edge.contract.serving import (
     PARAM_ARTIFACT,
@@ -102,7 +103,7 @@ def onnx_files(onnx: OnnxSet, artifact: str) -> tuple[RecordedFile, list[Recorde
     info = listed.get(artifact)
     if info is None:
         raise EngineMismatchError(f"{artifact} is not in the export {onnx.dir}; export it (--artifacts {artifact})")
-    if info.get("spec") != spec_to_dict(ARTIFACTS[artifact]):
+    if info.get("spec") != spec_to_dict(specs_for_variant(onnx.variant)[artifact]):
         raise EngineMismatchError(f"{artifact} in {onnx.dir} was exported with another interface than this sam2edge "
                                   "expects; re-run `sam2edge export`")
     main = recorded_file(onnx.dir, info, f"{artifact}.onnx", f"{artifact} ONNX file")
@@ -149,10 +150,11 @@ class RepositoryWriter:
         if threads is not None and (not isinstance(threads, int) or threads < 1):
             raise InputError(f"threads must be an integer >= 1, got {threads!r}")
         self.threads = threads
+        self.specs = specs_for_variant(onnx.variant)  # EdgeTAM's differ from SAM2's (same names)
 
     def base_parameters(self, artifact: str) -> dict[str, str]:
         params = {PARAM_VARIANT: self.onnx.variant, PARAM_CHECKPOINT: self.onnx.checkpoint_sha256 or "",
-                  PARAM_ARTIFACT: artifact, PARAM_SPEC: spec_digest(ARTIFACTS[artifact])}
+                  PARAM_ARTIFACT: artifact, PARAM_SPEC: spec_digest(self.specs[artifact])}
         constants = self.onnx.manifest.get("host_constants")
         if constants:  # video mask prompts need them on the client; every model carries them
             params[PARAM_HOST_CONSTANTS] = json.dumps(constants, separators=(",", ":"))
@@ -190,7 +192,7 @@ class RepositoryWriter:
         return written
 
     def _write_model(self, artifact: str, folder: Path, by_cc: dict[str, EngineSet]) -> WrittenModel:
-        spec, version = ARTIFACTS[artifact], folder / VERSION
+        spec, version = self.specs[artifact], folder / VERSION
         params, files = self.base_parameters(artifact), {}
         default_file, cc_files, engine_max = None, None, None
         if self.platform == "tensorrt":

@@ -31,7 +31,7 @@ TOL_RELATIVE = 3e-6
 def _variant_params() -> list:
     slow = pytest.mark.slow
     heavy = ("base_plus", "large")
-    return [pytest.param(n, marks=[slow] if get_config(n).size in heavy else []) for n in variant_names()]
+    return [pytest.param(n, marks=[slow] if get_config(n).size in heavy else []) for n in variant_names("sam2")]
 
 
 @pytest.fixture(scope="module", params=_variant_params())

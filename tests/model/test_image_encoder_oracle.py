@@ -25,7 +25,7 @@ SLOW_SIZES = ("base_plus", "large")
 def _variant_params() -> list:
     return [
         pytest.param(name, marks=[pytest.mark.slow] if get_config(name).size in SLOW_SIZES else [], id=name)
-        for name in variant_names()
+        for name in variant_names("sam2")
     ]
 
 
@@ -53,7 +53,7 @@ def _official_encoder_shapes(name: str) -> dict[str, tuple[int, ...]]:
 
 @requires_oracle
 @pytest.mark.oracle
-@pytest.mark.parametrize("name", variant_names())
+@pytest.mark.parametrize("name", variant_names("sam2"))
 def test_state_dict_keys_and_shapes_match_official(name: str) -> None:
     expected = _official_encoder_shapes(name)
     with torch.device("meta"):

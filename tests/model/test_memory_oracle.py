@@ -38,7 +38,7 @@ pytestmark = [requires_oracle, pytest.mark.oracle]
 
 def _variant_params() -> list:
     heavy = ("base_plus", "large")
-    return [pytest.param(n, marks=[pytest.mark.slow] if get_config(n).size in heavy else []) for n in variant_names()]
+    return [pytest.param(n, marks=[pytest.mark.slow] if get_config(n).size in heavy else []) for n in variant_names("sam2")]
 
 
 @pytest.fixture(scope="module", params=_variant_params())
@@ -117,7 +117,7 @@ def _full_scale_params() -> list:
     fast = {("sam2.1_hiera_tiny", 3, 4), ("sam2_hiera_tiny", 1, 0)}
     cases = {"sam2.1_hiera_tiny": [(3, 4), (7, 16)], "sam2_hiera_tiny": [(1, 0)]}
     params = []
-    for n in variant_names():
+    for n in variant_names("sam2"):
         for f, k in cases.get(n, [(1, 16)]):
             marks = [] if (n, f, k) in fast else [pytest.mark.slow]
             params.append(pytest.param(n, f, k, marks=marks, id=f"{n}-F{f}-K{k}"))

@@ -17,6 +17,7 @@ import cv2
 import pytest
 
 from sam2edge.contract.artifacts import ARTIFACTS
+from sam2edge.contract.edgetam_artifacts import specs_for_variant
 from sam2edge.contract.manifest import spec_to_dict, write_manifest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -28,12 +29,13 @@ def make_fake_export(store: Path, variant: str = "sam2.1_hiera_tiny") -> Path:
     onnx_dir = store / f"{variant}-{CHECKPOINT[:8]}" / "onnx"
     onnx_dir.mkdir(parents=True)
     files, artifacts = {}, {}
+    specs = specs_for_variant(variant)
     for i, name in enumerate(ARTIFACTS):
         data = bytes([i + 1]) * (1000 + i)
         (onnx_dir / f"{name}.onnx").write_bytes(data)
         sha = hashlib.sha256(data).hexdigest()
         files[f"{name}.onnx"] = {"sha256": sha, "size": len(data)}
-        artifacts[name] = {"file": f"{name}.onnx", "sha256": sha, "size": len(data), "spec": spec_to_dict(ARTIFACTS[name])}
+        artifacts[name] = {"file": f"{name}.onnx", "sha256": sha, "size": len(data), "spec": spec_to_dict(specs[name])}
     write_manifest(onnx_dir, {"format": "sam2edge-onnx/1", "variant": variant, "checkpoint_sha256": CHECKPOINT,
                               "host_constants": {"no_obj_ptr": [0.25, -0.5]}, "artifacts": artifacts, "files": files})
     return onnx_dir

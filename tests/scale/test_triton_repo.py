@@ -197,3 +197,21 @@ def test_cli_writes_a_repository(fake_export, tmp_path, capsys):
     assert report["prefix"] == PREFIX and [m["artifact"] for m in report["models"]] == list(Artifact.IMAGE)
     assert parse(out / f"{PREFIX}_prompt_decoder" / "config.pbtxt").instance_group[0].count == 3
     assert main(["triton-repo", str(fake_export.parent), "--out", str(out)]) == 1  # exists: refused, exit 1
+
+
+def test_an_edgetam_export_is_written_with_its_own_specs(tmp_path):
+    # EdgeTAM's artifacts have SAM2's names but other shapes (a perceiver's 512 memory tokens per frame):
+    # the repository, its spec digests and the configs follow the export's variant, not SAM2's specs.
+    from sam2edge.contract.edgetam_artifacts import specs_for_variant
+    from tests.scale.conftest import make_fake_export
+
+    edgetam = specs_for_variant("edgetam")
+    assert edgetam[Artifact.MEMORY_ATTENTION] != ARTIFACTS[Artifact.MEMORY_ATTENTION]
+    onnx = make_fake_export(tmp_path / "store", variant="edgetam")
+    written = write_repository(onnx, tmp_path / "repo", "onnxruntime", Serving())
+    for w in written:
+        config = parse(tmp_path / "repo" / w.name / "config.pbtxt")
+        assert params(config)[PARAM_SPEC] == spec_digest(edgetam[w.artifact])
+        assert params(config)[PARAM_VARIANT] == "edgetam"
+        want = edgetam[w.artifact]
+        assert [t.name for t in config.input] == [t.name for t in want.inputs]
