@@ -62,3 +62,13 @@ def write_json(name: str, payload: dict) -> Path:
     path.write_text(json.dumps({"machine": machine(), **payload}, indent=2))
     print(f"\nwrote {path}")
     return path
+
+
+def write_report(out: str | Path, result: dict, markdown: str) -> Path:
+    """``result`` as JSON at ``out`` and its ``markdown`` table beside it (``.md``), printed too."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    out.with_suffix(".md").write_text(markdown)
+    print(markdown)
+    return out

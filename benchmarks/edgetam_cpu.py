@@ -24,7 +24,6 @@ machine this ran on may be shared: say so when quoting the figures).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -37,6 +36,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, like the other benchmarks
 
+from benchmarks.common import write_report  # noqa: E402
 from benchmarks.video_cpu import clicks, synthetic_frames  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
@@ -200,11 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(RESULTS / "edgetam_cpu.json"))
     args = p.parse_args(argv)
     result = run(args)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    out.with_suffix(".md").write_text(markdown(result))
-    print(markdown(result))
+    write_report(args.out, result, markdown(result))
     return 0
 
 

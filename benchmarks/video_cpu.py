@@ -42,6 +42,8 @@ import numpy as np
 NAME = "sam2.1_hiera_tiny"
 HEIGHT, WIDTH = 96, 128
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, like the other benchmarks
+from benchmarks.common import write_report  # noqa: E402
+
 RESULTS = Path(__file__).parent / "results"
 TORCH, ONNX, OFFICIAL = "ours (PyTorch)", "ours (ONNX Runtime)", "official"
 # What a run is timed with: wall time (default), or this process's CPU time (``--clock cpu``, with
@@ -376,11 +378,7 @@ def main(argv: list[str] | None = None) -> int:
         with jpeg_folder(frames[: args.stream_frames]) as folder:
             result["stream"] = bench_stream(ours_torch, official, frames[: args.stream_frames], folder, args.skip_official)
     result["load_end"] = [round(v, 2) for v in os.getloadavg()]
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    out.with_suffix(".md").write_text(markdown(result))
-    print(markdown(result))
+    write_report(args.out, result, markdown(result))
     return 0
 
 
