@@ -44,26 +44,24 @@ def parse_box(text: str) -> tuple[float, float, float, float]:
     return vals  # type: ignore[return-value]
 
 
-def non_negative_int(text: str) -> int:
-    """An integer >= 0 (``--max-frames``, ``--frame``)."""
+def _int_at_least(text: str, low: int) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+        raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}") from None
+    if value < low:
+        raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {value}")
     return value
+
+
+def non_negative_int(text: str) -> int:
+    """An integer >= 0 (``--max-frames``, ``--frame``)."""
+    return _int_at_least(text, 0)
 
 
 def positive_int(text: str) -> int:
     """An integer >= 1 (``--actors``, ``--threads``, ``--instances``)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
-    return value
+    return _int_at_least(text, 1)
 
 
 # -- objects: --obj ID opens a group; the --point/--box (and --frame) after it belong to it ------
