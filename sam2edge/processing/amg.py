@@ -187,16 +187,29 @@ def xyxy_to_xywh(box: np.ndarray) -> list[float]:
 
 
 # -- run-length encoding ------------------------------------------------------------------
+def column_runs(mask: np.ndarray) -> np.ndarray:
+    """[H, W] bool -> COCO run lengths (uint32) down the columns, the first one a background run
+    (0 when the first pixel is set).
+
+    The column-major pixels come from OpenCV's blocked transpose: ``ravel(order="F")`` is a strided
+    copy, 2-3x slower on a 1280x720 mask.
+    """
+    m = np.ascontiguousarray(mask, dtype=bool)
+    if m.ndim == 2 and m.shape[0] > 1 and m.shape[1] > 1:
+        flat = cv2.transpose(m.view(np.uint8)).ravel()
+    else:  # one row or one column (or empty) is already in column order
+        flat = m.ravel(order="F")
+    changes = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    counts = np.diff(np.concatenate(([0], changes, [flat.size]))).astype(np.uint32)
+    if flat.size and flat[0]:
+        counts = np.concatenate((np.zeros(1, np.uint32), counts))
+    return counts
+
+
 def mask_to_rle(mask: np.ndarray) -> dict[str, Any]:
     """[H, W] bool -> uncompressed RLE {"size": [H, W], "counts": [int, ...]} in column-major order."""
     m = np.asarray(mask, dtype=bool)
-    flat = m.ravel(order="F")
-    changes = np.flatnonzero(flat[1:] != flat[:-1]) + 1
-    bounds = np.concatenate(([0], changes, [flat.size]))
-    counts = np.diff(bounds).tolist()
-    if flat.size and flat[0]:
-        counts.insert(0, 0)
-    return {"size": [int(m.shape[0]), int(m.shape[1])], "counts": counts}
+    return {"size": [int(m.shape[0]), int(m.shape[1])], "counts": column_runs(m).tolist()}
 
 
 def crop_mask_to_rle(mask: np.ndarray, crop_box: list[int], image_hw: tuple[int, int]) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from sam2edge.processing.amg import column_runs
 from sam2edge.server.problems import bad_request, too_large
 
 
@@ -30,35 +31,20 @@ def polygons(mask: np.ndarray) -> list[list[list[int]]]:
 def rle_encode(mask: np.ndarray) -> dict[str, Any]:
     """[H,W] bool -> COCO RLE {"size": [H, W], "counts": str}, the string pycocotools' ``encode`` gives.
 
-    COCO runs go down the columns. ``encode`` needs a Fortran-ordered uint8 copy (a strided,
-    cache-unfriendly transpose) and then walks every pixel in C, holding the GIL; on the server's
-    event loop that was half of the time spent per click. Here OpenCV's blocked transpose gives
-    the column-major pixels, numpy finds the run boundaries (both release the GIL), and pycocotools
-    only packs the run lengths into its string form (``frPyObjects`` of an uncompressed RLE).
+    ``encode`` needs a Fortran-ordered uint8 copy (a strided, cache-unfriendly transpose) and then
+    walks every pixel in C, holding the GIL; on the server's event loop that was half of the time
+    spent per click. Here the run lengths come from ``amg.column_runs`` (OpenCV and numpy, both
+    release the GIL) and pycocotools only packs them into its string form (``frPyObjects`` of an
+    uncompressed RLE).
     """
     from pycocotools import mask as mask_utils
 
-    m = np.ascontiguousarray(mask, dtype=bool)
+    m = np.asarray(mask, dtype=bool)
     if m.ndim != 2 or 0 in m.shape:
         raise ValueError(f"rle_encode needs a non-empty [H, W] mask, got shape {m.shape}")
     h, w = m.shape
-    cols = _column_major(m)
-    edges = np.flatnonzero(cols[1:] != cols[:-1]) + 1
-    counts = np.diff(np.concatenate(([0], edges, [cols.size]))).astype(np.uint32)
-    if cols[0]:  # COCO's first run counts background pixels: zero of them here
-        counts = np.concatenate((np.zeros(1, np.uint32), counts))
-    rle = mask_utils.frPyObjects({"size": [h, w], "counts": counts}, h, w)
+    rle = mask_utils.frPyObjects({"size": [h, w], "counts": column_runs(m)}, h, w)
     return {"size": [h, w], "counts": rle["counts"].decode("ascii")}
-
-
-def _column_major(mask: np.ndarray) -> np.ndarray:
-    """[H,W] C-ordered bool -> its pixels column by column, as flat uint8."""
-    import cv2
-
-    u8 = mask.view(np.uint8)
-    if mask.shape[0] > 1 and mask.shape[1] > 1:
-        return cv2.transpose(u8).ravel()
-    return u8.ravel()  # a single row or column is already in column order
 
 
 def rle_decode(rle: Any, name: str = "mask", max_pixels: int | None = None) -> np.ndarray:
