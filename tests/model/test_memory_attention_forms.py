@@ -3,7 +3,7 @@
 Forms (see sam2edge/model/memory_attention.py):
 - fused: v_proj + PyTorch's fused SDPA kernel (eager CUDA; the official op order);
 - narrow eager (CPU): plain attention over the 64-channel memory in EAGER_QUERY_CHUNK query
-  chunks, then out_proj o v_proj composed;
+  chunks, one object at a time, then out_proj o v_proj composed;
 - narrow export (while tracing): the same with EXPORT_QUERY_CHUNK chunks and the 1/16 softmax
   scale folded into the query weights.
 Each is also run with the current frame shared (batch 1) or repeated per object. A 32x32 grid
@@ -100,6 +100,20 @@ def test_shared_frame_equals_repeated_frame(eager_cpu) -> None:
 def test_narrow_form_is_not_the_fused_form(eager_cpu, fused) -> None:
     """The switch really changes the computation (else the comparisons above prove nothing)."""
     assert not torch.equal(eager_cpu[False], fused)
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["shared-query", "query-per-object"])
+def test_per_object_attention_is_the_batched_one(shared: bool) -> None:
+    """The eager CPU loop over objects gives each object its own keys, values and (unless shared) queries."""
+    gen = torch.Generator().manual_seed(3)
+    q = torch.randn(1 if shared else OBJECTS, 300, 32, generator=gen)
+    k, v = torch.randn(OBJECTS, 200, 32, generator=gen), torch.randn(OBJECTS, 200, 8, generator=gen)
+    got = ma._plain_attention_per_object(q, k, v, chunk=128)
+    ref = ma._plain_attention(q, k, v, chunk=128)
+    assert got.shape == ref.shape == (OBJECTS, 300, 8)
+    assert _rel(got, ref) < 1e-6
+    # Each object differs from the others: a loop that reused one object's keys or values would fail.
+    assert _rel(got[1], got[0]) > 0.1
 
 
 def test_rotate_projected_is_apply_rope_bit_for_bit() -> None:
