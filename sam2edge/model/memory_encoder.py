@@ -30,6 +30,11 @@ def pointwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torc
     return out.view(b, -1, h, w)
 
 
+def _conv1x1(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """``pointwise`` with an nn.Conv2d's [Cout, Cin, 1, 1] weight."""
+    return pointwise(x, conv.weight.flatten(1), conv.bias)
+
+
 class MaskDownsampler(nn.Module):
     """Four (conv 3x3 stride 2, LayerNorm2d, GELU) stages, channels 1->4->16->64->256, then 1x1 conv.
 
@@ -93,10 +98,6 @@ class Fuser(nn.Module):
         for layer in self.layers:
             x = layer(x)
         return x
-
-
-def _conv1x1(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    return pointwise(x, conv.weight.flatten(1), conv.bias)
 
 
 class MemoryEncoder(nn.Module):
