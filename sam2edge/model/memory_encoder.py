@@ -31,7 +31,13 @@ def pointwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torc
 
 
 def _conv1x1(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    """``pointwise`` with an nn.Conv2d's [Cout, Cin, 1, 1] weight."""
+    """``pointwise`` with an nn.Conv2d's [Cout, Cin, 1, 1] weight.
+
+    Traced, it calls the module itself, so the exported Conv keeps the parameter's own name as
+    its initializer (a reshaped weight would be folded into an anonymous constant).
+    """
+    if is_tracing() or x.device.type != "cpu":
+        return conv(x)
     return pointwise(x, conv.weight.flatten(1), conv.bias)
 
 
