@@ -15,6 +15,11 @@ from torch.nn import functional as F
 from sam2edge.model.common import LayerNorm2d, is_tracing, sine_position_encoding_2d
 
 
+def _gemm_form(x: torch.Tensor) -> bool:
+    """Whether a 1x1 convolution on ``x`` runs as a GEMM: eager on the CPU only."""
+    return not is_tracing() and x.device.type == "cpu"
+
+
 def pointwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """A 1x1 convolution with a [Cout, Cin] weight: [B, Cin, H, W] -> [B, Cout, H, W].
 
@@ -23,7 +28,7 @@ def pointwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torc
     8 objects, 64x64: 256->1024 179 vs 105 ms, 1024->256 159 vs 90, 256->256 30 vs 22). Exported
     graphs and other devices keep the convolution.
     """
-    if is_tracing() or x.device.type != "cpu":
+    if not _gemm_form(x):
         return F.conv2d(x, weight[:, :, None, None], bias)
     b, _, h, w = x.shape
     out = torch.baddbmm(bias[None, :, None].expand(b, -1, h * w), weight.expand(b, -1, -1), x.flatten(2))
@@ -36,7 +41,7 @@ def _conv1x1(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     Traced, it calls the module itself, so the exported Conv keeps the parameter's own name as
     its initializer (a reshaped weight would be folded into an anonymous constant).
     """
-    if is_tracing() or x.device.type != "cpu":
+    if not _gemm_form(x):
         return conv(x)
     return pointwise(x, conv.weight.flatten(1), conv.bias)
 
