@@ -51,6 +51,7 @@ BY_NAME: Mapping[str, BackendInfo] = {b.name: b for b in BACKENDS}
 ORDER: tuple[str, ...] = tuple(b.name for b in BACKENDS if not b.remote)  # the local fallback order
 REMOTE_ORDER: tuple[str, ...] = tuple(b.name for b in BACKENDS if b.remote)  # for a served (triton://) model
 GPU_BACKENDS = frozenset(b.name for b in BACKENDS if b.on_gpu)
+CPU_BACKENDS = frozenset(b.name for b in BACKENDS if not b.on_gpu and not b.remote)  # run on this machine's CPU
 REMOTE_BACKENDS = frozenset(b.name for b in BACKENDS if b.remote)
 AUTO = "auto"
 FAMILIES: Mapping[str, tuple[str, ...]] = {

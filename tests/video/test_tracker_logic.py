@@ -73,6 +73,37 @@ def test_objects_batched_per_frame(clip):
     assert all(c["image_embed"][0] == 4 and c["point_coords"][0] == 4 for c in dec)
 
 
+@pytest.mark.parametrize("backend", ["onnxruntime-cpu", "torch-cpu"])
+def test_cpu_backends_take_one_object_per_call(clip, backend):
+    """On a CPU backend the same 4 objects go through memory attention, the decoder and the
+    memory encoder one object per call (cheaper per object there), with the same results as
+    the batched calls."""
+    def run(model):
+        tracker = track(model, clip.frames, **OPTS)
+        for obj in range(4):
+            tracker.add_points(0, obj, points=[[10 + 10 * obj, 20]], labels=[1])
+        before = {n: _calls(model, n) for n in model.runners}
+        results = list(tracker.propagate(start=0, max_frames=3))
+        return results, {n: _calls(model, n) - before[n] for n in model.runners}
+
+    batched, batched_calls = run(FakeModel())
+    cpu = FakeModel()
+    for runner in cpu.runners.values():
+        runner.backend = backend
+    per_object, calls = run(cpu)
+    tracked_frames, encoded = 3, 4  # the memory of the prompted frame 0 is encoded too
+    assert batched_calls == {"image_encoder": tracked_frames, "memory_attention": tracked_frames,
+                             "prompt_decoder": tracked_frames, "memory_encoder": encoded}
+    assert calls == {"image_encoder": tracked_frames, "memory_attention": 4 * tracked_frames,
+                     "prompt_decoder": 4 * tracked_frames, "memory_encoder": 4 * encoded}
+    for name, key in [("memory_attention", "memory"), ("prompt_decoder", "point_coords"),
+                      ("memory_encoder", "mask_logits")]:
+        assert {c[key][0] for c in cpu.runners[name].calls} == {1}, name
+    for a, b in zip(batched, per_object, strict=True):
+        assert a.obj_ids == b.obj_ids and np.array_equal(a.masks, b.masks)
+        assert np.array_equal(a.low_res_logits, b.low_res_logits)
+
+
 def test_groups_follow_memory_layout(clip):
     """Objects prompted on different frames have different memory layouts: one call per layout."""
     model = FakeModel()

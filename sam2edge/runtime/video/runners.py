@@ -8,6 +8,22 @@ share a memory layout (same temporal rows and pointer offsets, which is every ob
 on the same frames), the decoder once for all objects when its spec takes one image embedding
 per prompt (else once per object), and the memory encoder once for all objects. Batches are
 cut at the profile's maximum (``num_objects`` / ``num_prompts``).
+
+On a CPU backend (``registry.CPU_BACKENDS``) the three per-object artifacts take one object per
+call instead: there a batched call cost more per object than calls of one, measured with
+hiera_t, 2 threads, ms per object (one call of batch 1 vs one of batch B):
+
+================  =================  ===============  ===============
+artifact          B                  PyTorch          ONNX Runtime
+================  =================  ===============  ===============
+memory attention  4 (2 frames)       1754 vs 2370     1245 vs 1343
+memory encoder    8                  98 vs 189        82 vs 97
+prompt decoder    8                  51 vs 76         33 vs 33
+================  =================  ===============  ===============
+
+(large batched intermediates fall out of the caches: the memory encoder's first stage is 32 MB
+at batch 8). The official predictor also runs its objects one at a time. GPU and remote backends
+keep the batches, where they pay.
 """
 
 from __future__ import annotations
@@ -17,6 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sam2edge.backends import registry
 from sam2edge.backends.base import Runner
 from sam2edge.config import ModelConfig
 from sam2edge.contract.artifacts import NUM_MEMORY_FRAMES, NUM_OBJ_PTRS, NUM_OBJECTS, NUM_PROMPTS, Artifact, Tensor
@@ -71,6 +88,11 @@ class VideoRunners:
     def backend(self) -> str:
         return self.runners[Artifact.MEMORY_ATTENTION].backend
 
+    def objects_per_call(self, name: str, limit: int) -> int:
+        """How many objects one call of artifact ``name`` takes: 1 when its runner is on a CPU
+        backend (read at every call: a fallback proxy may switch backends), else ``limit``."""
+        return 1 if self.runners[name].backend in registry.CPU_BACKENDS else limit
+
     def _infer(self, name: str, feeds: dict[str, np.ndarray], check: bool = True) -> dict[str, np.ndarray]:
         self.calls[name] += 1
         return self.runners[name].infer(feeds, check=check)
@@ -89,9 +111,10 @@ class VideoRunners:
         groups: dict[tuple, list[int]] = {}
         for i, sel in enumerate(selections):
             groups.setdefault(sel.layout, []).append(i)
+        step = self.objects_per_call(Artifact.MEMORY_ATTENTION, self.max_objects)
         for rows in groups.values():
-            for c0 in range(0, len(rows), self.max_objects):
-                chunk = rows[c0 : c0 + self.max_objects]
+            for c0 in range(0, len(rows), step):
+                chunk = rows[c0 : c0 + step]
                 out[chunk] = self._condition_group(feats, [selections[i] for i in chunk])
         return out
 
@@ -136,6 +159,7 @@ class VideoRunners:
         if mask_input is None:
             mask_input = np.zeros((b, 1, LOW_RES, LOW_RES), np.float32)
         step = self.max_prompts if embeds.shape[0] == 1 else min(self.max_prompts, self.max_decoder_embeds)
+        step = self.objects_per_call(Artifact.PROMPT_DECODER, step)
         parts = []
         for c0 in range(0, b, step):
             sl = slice(c0, c0 + step)
@@ -174,8 +198,9 @@ class VideoRunners:
                       object_score: np.ndarray) -> np.ndarray:
         """low_res [B,256,256] logits, from_points [B] bool, object_score [B] -> [B,64,64,64]."""
         parts = []
-        for c0 in range(0, low_res.shape[0], self.max_objects):
-            sl = slice(c0, c0 + self.max_objects)
+        step = self.objects_per_call(Artifact.MEMORY_ENCODER, self.max_objects)
+        for c0 in range(0, low_res.shape[0], step):
+            sl = slice(c0, c0 + step)
             feeds = {
                 Tensor.VISION_FEATURES: feats.vision_features,
                 Tensor.MASK_LOGITS: np.ascontiguousarray(low_res[sl, None], np.float32),
