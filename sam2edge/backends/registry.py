@@ -34,6 +34,10 @@ class BackendInfo:
     library: str  # the importable library it needs (for messages and `available`)
     overhead_mib: int  # device memory beyond weights and activations: CUDA context, kernels, handles
     remote: bool = False  # runs on a server (a Triton URL), not on this machine's devices
+    # Whether one call with B objects costs less per object than B calls of one (the video tracker's
+    # memory attention, decoder and memory encoder): false for eager PyTorch on the CPU, where batched
+    # products fall out of the caches (see sam2edge.runtime.video.runners).
+    batches_pay: bool = True
 
 
 TENSORRT, ONNXRUNTIME, TORCH, TRITON = "tensorrt", "onnxruntime", "torch", "triton"  # the families
@@ -42,7 +46,7 @@ BACKENDS: tuple[BackendInfo, ...] = (  # in fallback order: fastest first
     BackendInfo("onnxruntime-cuda", ONNXRUNTIME, True, "sam2edge.backends.onnxruntime_runner", "onnxruntime", 600),
     BackendInfo("torch-cuda", TORCH, True, "sam2edge.backends.torch_runner", "torch", 800),
     BackendInfo("onnxruntime-cpu", ONNXRUNTIME, False, "sam2edge.backends.onnxruntime_runner", "onnxruntime", 0),
-    BackendInfo("torch-cpu", TORCH, False, "sam2edge.backends.torch_runner", "torch", 0),
+    BackendInfo("torch-cpu", TORCH, False, "sam2edge.backends.torch_runner", "torch", 0, batches_pay=False),
     # Models served by a Triton Inference Server (``triton://host:port/prefix``): only for such a source,
     # and never a fallback of a local one (nor the other way round: a remote source has no local files).
     BackendInfo("triton", TRITON, False, "sam2edge.backends.triton_runner", "tritonclient", 0, remote=True),
@@ -51,7 +55,7 @@ BY_NAME: Mapping[str, BackendInfo] = {b.name: b for b in BACKENDS}
 ORDER: tuple[str, ...] = tuple(b.name for b in BACKENDS if not b.remote)  # the local fallback order
 REMOTE_ORDER: tuple[str, ...] = tuple(b.name for b in BACKENDS if b.remote)  # for a served (triton://) model
 GPU_BACKENDS = frozenset(b.name for b in BACKENDS if b.on_gpu)
-CPU_BACKENDS = frozenset(b.name for b in BACKENDS if not b.on_gpu and not b.remote)  # run on this machine's CPU
+ONE_OBJECT_PER_CALL = frozenset(b.name for b in BACKENDS if not b.batches_pay)
 REMOTE_BACKENDS = frozenset(b.name for b in BACKENDS if b.remote)
 AUTO = "auto"
 FAMILIES: Mapping[str, tuple[str, ...]] = {

@@ -73,11 +73,12 @@ def test_objects_batched_per_frame(clip):
     assert all(c["image_embed"][0] == 4 and c["point_coords"][0] == 4 for c in dec)
 
 
-@pytest.mark.parametrize("backend", ["onnxruntime-cpu", "torch-cpu"])
-def test_cpu_backends_take_one_object_per_call(clip, backend):
-    """On a CPU backend the same 4 objects go through memory attention, the decoder and the
-    memory encoder one object per call (cheaper per object there), with the same results as
-    the batched calls."""
+@pytest.mark.parametrize(("backend", "one_per_call"), [("torch-cpu", True), ("onnxruntime-cpu", False),
+                                                     ("onnxruntime-cuda", False)])
+def test_objects_per_call_follows_the_backend(clip, backend, one_per_call):
+    """On eager PyTorch on the CPU the same 4 objects go through memory attention, the decoder and
+    the memory encoder one object per call (cheaper per object there); ONNX Runtime keeps the
+    batches. The results are the same either way."""
     def run(model):
         tracker = track(model, clip.frames, **OPTS)
         for obj in range(4):
@@ -87,19 +88,21 @@ def test_cpu_backends_take_one_object_per_call(clip, backend):
         return results, {n: _calls(model, n) - before[n] for n in model.runners}
 
     batched, batched_calls = run(FakeModel())
-    cpu = FakeModel()
-    for runner in cpu.runners.values():
+    model = FakeModel()
+    for runner in model.runners.values():
         runner.backend = backend
-    per_object, calls = run(cpu)
+    results, calls = run(model)
     tracked_frames, encoded = 3, 4  # the memory of the prompted frame 0 is encoded too
     assert batched_calls == {"image_encoder": tracked_frames, "memory_attention": tracked_frames,
                              "prompt_decoder": tracked_frames, "memory_encoder": encoded}
-    assert calls == {"image_encoder": tracked_frames, "memory_attention": 4 * tracked_frames,
-                     "prompt_decoder": 4 * tracked_frames, "memory_encoder": 4 * encoded}
+    per = 4 if one_per_call else 1
+    assert calls == {"image_encoder": tracked_frames, "memory_attention": per * tracked_frames,
+                     "prompt_decoder": per * tracked_frames, "memory_encoder": per * encoded}
     for name, key in [("memory_attention", "memory"), ("prompt_decoder", "point_coords"),
                       ("memory_encoder", "mask_logits")]:
-        assert {c[key][0] for c in cpu.runners[name].calls} == {1}, name
-    for a, b in zip(batched, per_object, strict=True):
+        made = list(model.runners[name].calls)[-calls[name]:]  # those of the propagation
+        assert {c[key][0] for c in made} == {1 if one_per_call else 4}, name
+    for a, b in zip(batched, results, strict=True):
         assert a.obj_ids == b.obj_ids and np.array_equal(a.masks, b.masks)
         assert np.array_equal(a.low_res_logits, b.low_res_logits)
 

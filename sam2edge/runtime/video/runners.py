@@ -9,9 +9,11 @@ on the same frames), the decoder once for all objects when its spec takes one im
 per prompt (else once per object), and the memory encoder once for all objects. Batches are
 cut at the profile's maximum (``num_objects`` / ``num_prompts``).
 
-On a CPU backend (``registry.CPU_BACKENDS``) the three per-object artifacts take one object per
-call instead: there a batched call cost more per object than calls of one, measured with
-hiera_t, 2 threads, ms per object (one call of batch 1 vs one of batch B):
+On eager PyTorch on the CPU (``registry.ONE_OBJECT_PER_CALL``: torch-cpu) the three per-object
+artifacts take one object per call instead, as the official predictor does: there a batched call
+cost more per object than calls of one (large batched intermediates fall out of the caches: the
+memory encoder's first stage is 32 MB at batch 8). Measured with hiera_t, 2 threads, ms per
+object, one call of batch 1 vs one of batch B:
 
 ================  =================  ===============  ===============
 artifact          B                  PyTorch          ONNX Runtime
@@ -21,11 +23,13 @@ memory encoder    8                  98 vs 189        82 vs 97
 prompt decoder    8                  51 vs 76         33 vs 33
 ================  =================  ===============  ===============
 
-(large batched intermediates fall out of the caches: the memory encoder's first stage is 32 MB
-at batch 8). The official predictor also runs its objects one at a time. GPU and remote backends
-keep the batches, where they pay. In the whole tracker (8 objects, 1 thread, CPU time, a busy
-machine) one object per call was 8% faster on PyTorch and 3% slower on ONNX Runtime, within that
-run's noise: ONNX Runtime's choice wants a quiet 2-thread rerun.
+In the whole tracker the isolated figures do not carry over to ONNX Runtime: a batched memory-
+attention call computes the shared frame's layer-0 self-attention once for all objects (see
+``MemoryAttention``), calls of one compute it per object. Quiet machine, 2 threads, wall time,
+8 objects, 3 tracked frames, 5 interleaved runs, ms per tracked frame, per-object vs batched:
+ONNX Runtime median 15054 vs 13830 (batched faster in 5 of 5 pairs), PyTorch 23449 vs 23814
+(per object faster in 4 of 5; the eager model loops over objects inside the attention core
+anyway). ONNX Runtime, GPU and remote backends keep the batches.
 """
 
 from __future__ import annotations
@@ -91,9 +95,10 @@ class VideoRunners:
         return self.runners[Artifact.MEMORY_ATTENTION].backend
 
     def objects_per_call(self, name: str, limit: int) -> int:
-        """How many objects one call of artifact ``name`` takes: 1 when its runner is on a CPU
-        backend (read at every call: a fallback proxy may switch backends), else ``limit``."""
-        return 1 if self.runners[name].backend in registry.CPU_BACKENDS else limit
+        """How many objects one call of artifact ``name`` takes: 1 when its runner's backend does
+        better one object at a time (read at every call: a fallback proxy may switch backends),
+        else ``limit``."""
+        return 1 if self.runners[name].backend in registry.ONE_OBJECT_PER_CALL else limit
 
     def _infer(self, name: str, feeds: dict[str, np.ndarray], check: bool = True) -> dict[str, np.ndarray]:
         self.calls[name] += 1
