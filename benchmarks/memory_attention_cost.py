@@ -12,7 +12,11 @@ F memory frames, P = 4 x pointers tokens, M = F*N + P keys), per layer:
   the objects), everything else once per object.
 
 Element-wise work (softmax, RoPE, LayerNorm, residuals) is not counted: the bound is FLOPs / the
-fp32 GEMM rate measured in the same run, with the same clock (``gemm_peak_gflops``).
+fp32 GEMM rate measured in the same run, with the same clock. This machine's GEMM rate drifts by
+up to 2x over minutes (a shared host: 101-165 GFLOP/s in five probes a minute apart), so a probe
+taken once at the start of a run says little about a row measured half an hour later: each row
+times a GEMM of the score shape (``GemmProbe``) interleaved with its attention calls, and its
+bound uses the median rate of those probes.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import numpy as np
 
 N, D, C, H = 4096, 256, 64, 2048
 LAYERS = 4
+GEMM = "gemm probe"
 
 
 def _mm(rows: int, inner: int, cols: int) -> int:
@@ -65,6 +70,27 @@ def gemm_peak_gflops(repeats: int = 5, clock: Callable[[], float] = time.perf_co
             a @ b
             best = max(best, _mm(m, k, n) / (clock() - t0) / 1e9)
     return best
+
+
+class GemmProbe:
+    """fp32 GEMMs of the cross-attention score shape ([4096, 256] @ [256, 4096], 8.6 GFLOP each), timed
+    among the calls they are compared with; ``gflops(ms)`` converts one call's time to a rate."""
+
+    SHAPE, TIMES = (N, D, N), 4
+
+    def __init__(self, seed: int = 0) -> None:
+        import torch
+
+        gen = torch.Generator().manual_seed(seed)
+        m, k, n = self.SHAPE
+        self.a, self.b = torch.randn(m, k, generator=gen), torch.randn(k, n, generator=gen)
+
+    def __call__(self) -> None:
+        for _ in range(self.TIMES):
+            self.a @ self.b
+
+    def gflops(self, ms: float) -> float:
+        return self.TIMES * _mm(*self.SHAPE) / (ms / 1000) / 1e9
 
 
 def attention_feeds(frames: int, pointers: int, objects: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
@@ -106,14 +132,17 @@ def official_attention_call(official, feeds: dict[str, np.ndarray]) -> Callable[
 
 
 def bench_memory_attention(runners: dict, official, lengths: list[int], pointers: int, repeats: int,
-                           peak_gflops: float, objects: int = 1, clock: Callable[[], float] = time.perf_counter) -> list[dict]:
-    """Interleaved medians of our runners (``{label: Runner}``) and the official, per memory length."""
+                           objects: int = 1, clock: Callable[[], float] = time.perf_counter) -> list[dict]:
+    """Interleaved medians of our runners (``{label: Runner}``), the official and a GEMM probe, per
+    memory length; the bound uses the probe's median rate (see the module docstring)."""
     rows = []
+    probe = GemmProbe()
     for frames in lengths:
         feeds = attention_feeds(frames, pointers, objects)
         calls: dict[str, Callable[[], object]] = {label: (lambda r=r, f=feeds: r.infer(f)) for label, r in runners.items()}
         if official is not None:
             calls["official"] = official_attention_call(official, feeds)
+        calls[GEMM] = probe
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             for fn in calls.values():
@@ -126,10 +155,16 @@ def bench_memory_attention(runners: dict, official, lengths: list[int], pointers
                     times[label].append(1000 * (clock() - t0))
         ptr_tokens = pointers * (D // C)
         ours_gflop = memory_attention_gflop(frames, ptr_tokens, objects)
+        rates = [probe.gflops(ms) for ms in times.pop(GEMM)]
+        gemm = statistics.median(rates)
+        # Each of our calls against the bound from the probe of the same repeat, then the median.
+        paired = {label: statistics.median(ms * rate / (1000 * ours_gflop) for ms, rate in zip(times[label], rates))
+                  for label in runners}
         row = {"memory_frames": frames, "pointers": pointers, "objects": objects,
                "ms": {label: statistics.median(t) for label, t in times.items()},
                "gflop_ours": ours_gflop, "gflop_official": memory_attention_gflop(frames, ptr_tokens, objects, "official"),
-               "bound_ms": 1000 * ours_gflop / peak_gflops, "load_avg": os.getloadavg()[0]}
+               "gemm_gflops": gemm, "gemm_gflops_range": [min(rates), max(rates)],
+               "bound_ms": 1000 * ours_gflop / gemm, "ours_over_bound": paired, "load_avg": os.getloadavg()[0]}
         rows.append(row)
         print({k: v for k, v in row.items()}, flush=True)
     return rows
