@@ -15,8 +15,8 @@ Element-wise work (softmax, RoPE, LayerNorm, residuals) is not counted: the boun
 fp32 GEMM rate measured in the same run, with the same clock. This machine's GEMM rate drifts by
 up to 2x over minutes (a shared host: 101-165 GFLOP/s in five probes a minute apart), so a probe
 taken once at the start of a run says little about a row measured half an hour later: each row
-times a GEMM of the score shape (``GemmProbe``) interleaved with its attention calls, and its
-bound uses the median rate of those probes.
+times a GEMM of the score shape in torch and in ONNX Runtime (``GemmProbe``) interleaved with its
+attention calls, and its bound uses the median over repeats of the faster library's rate.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import numpy as np
 
 N, D, C, H = 4096, 256, 64, 2048
 LAYERS = 4
-GEMM = "gemm probe"
+GEMM_TORCH, GEMM_ORT = "gemm probe (torch)", "gemm probe (onnxruntime)"
 
 
 def _mm(rows: int, inner: int, cols: int) -> int:
@@ -73,21 +73,39 @@ def gemm_peak_gflops(repeats: int = 5, clock: Callable[[], float] = time.perf_co
 
 
 class GemmProbe:
-    """fp32 GEMMs of the cross-attention score shape ([4096, 256] @ [256, 4096], 8.6 GFLOP each), timed
-    among the calls they are compared with; ``gflops(ms)`` converts one call's time to a rate."""
+    """fp32 GEMMs of the cross-attention score shape ([4096, 256] @ [256, 4096], 8.6 GFLOP each), in
+    torch and in ONNX Runtime (MLAS), with this process's torch thread count, timed among the calls
+    they are compared with. A repeat's rate is the faster library's: neither is a peak on its own
+    (MLAS ran our attention's matmuls faster than torch's bare GEMM on this machine)."""
 
     SHAPE, TIMES = (N, D, N), 4
 
     def __init__(self, seed: int = 0) -> None:
+        import onnxruntime as ort
         import torch
+        from onnx import TensorProto, helper, numpy_helper
 
         gen = torch.Generator().manual_seed(seed)
         m, k, n = self.SHAPE
         self.a, self.b = torch.randn(m, k, generator=gen), torch.randn(k, n, generator=gen)
+        self.feeds = {"a": self.a.numpy()}
+        graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "gemm_probe",
+                                  [helper.make_tensor_value_info("a", TensorProto.FLOAT, [m, k])],
+                                  [helper.make_tensor_value_info("c", TensorProto.FLOAT, [m, n])],
+                                  [numpy_helper.from_array(self.b.numpy(), "b")])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        model.ir_version = 8
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        self.session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
-    def __call__(self) -> None:
+    def torch(self) -> None:
         for _ in range(self.TIMES):
             self.a @ self.b
+
+    def onnxruntime(self) -> None:
+        for _ in range(self.TIMES):
+            self.session.run(None, self.feeds)
 
     def gflops(self, ms: float) -> float:
         return self.TIMES * _mm(*self.SHAPE) / (ms / 1000) / 1e9
@@ -142,7 +160,7 @@ def bench_memory_attention(runners: dict, official, lengths: list[int], pointers
         calls: dict[str, Callable[[], object]] = {label: (lambda r=r, f=feeds: r.infer(f)) for label, r in runners.items()}
         if official is not None:
             calls["official"] = official_attention_call(official, feeds)
-        calls[GEMM] = probe
+        calls[GEMM_TORCH], calls[GEMM_ORT] = probe.torch, probe.onnxruntime
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             for fn in calls.values():
@@ -155,7 +173,8 @@ def bench_memory_attention(runners: dict, official, lengths: list[int], pointers
                     times[label].append(1000 * (clock() - t0))
         ptr_tokens = pointers * (D // C)
         ours_gflop = memory_attention_gflop(frames, ptr_tokens, objects)
-        rates = [probe.gflops(ms) for ms in times.pop(GEMM)]
+        by_library = {label: [probe.gflops(ms) for ms in times.pop(label)] for label in (GEMM_TORCH, GEMM_ORT)}
+        rates = [max(pair) for pair in zip(*by_library.values())]
         gemm = statistics.median(rates)
         # Each of our calls against the bound from the probe of the same repeat, then the median.
         paired = {label: statistics.median(ms * rate / (1000 * ours_gflop) for ms, rate in zip(times[label], rates))
@@ -164,6 +183,7 @@ def bench_memory_attention(runners: dict, official, lengths: list[int], pointers
                "ms": {label: statistics.median(t) for label, t in times.items()},
                "gflop_ours": ours_gflop, "gflop_official": memory_attention_gflop(frames, ptr_tokens, objects, "official"),
                "gemm_gflops": gemm, "gemm_gflops_range": [min(rates), max(rates)],
+               "gemm_gflops_by_library": {label: statistics.median(r) for label, r in by_library.items()},
                "bound_ms": 1000 * ours_gflop / gemm, "ours_over_bound": paired, "load_avg": os.getloadavg()[0]}
         rows.append(row)
         print({k: v for k, v in row.items()}, flush=True)

@@ -292,9 +292,9 @@ def _memory_table(result: dict) -> list[str]:
     labels = list(rows[0]["ms"])
     ours = [lb for lb in labels if lb != OFFICIAL]
     lines = ["", f"Memory attention alone, {rows[0]['objects']} object, {rows[0]['pointers']} pointers. The bound is our "
-             "matmul FLOPs over the fp32 GEMM rate of a probe ([4096, 256] @ [256, 4096], torch, "
-             f"{result['threads']} threads, same clock) timed in the same interleaved repeats as the row; ours / bound "
-             "is the median over repeats of each call against its repeat's probe. The probe at the start of the run "
+             "matmul FLOPs over the fp32 GEMM rate of a probe ([4096, 256] @ [256, 4096], the faster of torch and ONNX "
+             f"Runtime, {result['threads']} threads, same clock) timed in the same interleaved repeats as the row; ours / bound "
+             "is the median over repeats of each call against its repeat's probe. A torch GEMM probe at the start of the run "
              f"read {result['gemm_peak_gflops']:.0f} GFLOP/s (best of 5).", "",
              "| memory frames | " + " | ".join(f"{lb} ms" for lb in labels)
              + " | GFLOP ours / official | GEMM GFLOP/s (min-max) | our bound ms | "
