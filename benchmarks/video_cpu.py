@@ -301,10 +301,10 @@ def _memory_table(result: dict) -> list[str]:
              + " | ".join(f"{lb} / bound" for lb in ours) + " | load avg |",
              "|---:|" + "---:|" * (len(labels) + len(ours) + 4)]
     for r in rows:
-        if "ours_over_bound" in r:  # rows of runs before the interleaved probe: one probe at the start
+        if "ours_over_bound" in r:
             gemm = f"{r['gemm_gflops']:.0f} ({r['gemm_gflops_range'][0]:.0f}-{r['gemm_gflops_range'][1]:.0f})"
             ratios = [f"{r['ours_over_bound'][lb]:.2f}x" for lb in ours]
-        else:
+        else:  # rows of runs before the interleaved probe: one probe at the start
             gemm = f"{result['gemm_peak_gflops']:.0f} (start)"
             ratios = [f"{r['ms'][lb] / r['bound_ms']:.2f}x" for lb in ours]
         lines.append(f"| {r['memory_frames']} | " + " | ".join(f"{r['ms'][lb]:.0f}" for lb in labels)
