@@ -291,9 +291,11 @@ def _memory_table(result: dict) -> list[str]:
     rows = result["memory_attention"]
     labels = list(rows[0]["ms"])
     ours = [lb for lb in labels if lb != OFFICIAL]
+    # JSON of runs before the ONNX Runtime probe was added hold a torch probe only.
+    libraries = "the faster of torch and ONNX Runtime" if "gemm_gflops_by_library" in rows[0] else "torch"
     lines = ["", f"Memory attention alone, {rows[0]['objects']} object, {rows[0]['pointers']} pointers. The bound is our "
-             "matmul FLOPs over the fp32 GEMM rate of a probe ([4096, 256] @ [256, 4096], the faster of torch and ONNX "
-             f"Runtime, {result['threads']} threads, same clock) timed in the same interleaved repeats as the row; ours / bound "
+             f"matmul FLOPs over the fp32 GEMM rate of a probe ([4096, 256] @ [256, 4096], {libraries}, "
+             f"{result['threads']} threads, same clock) timed in the same interleaved repeats as the row; ours / bound "
              "is the median over repeats of each call against its repeat's probe. A torch GEMM probe at the start of the run "
              f"read {result['gemm_peak_gflops']:.0f} GFLOP/s (best of 5).", "",
              "| memory frames | " + " | ".join(f"{lb} ms" for lb in labels)
