@@ -9,7 +9,10 @@ F memory frames, P = 4 x pointers tokens, M = F*N + P keys), per layer:
   above; cross-attention q 2N·D·2D, spatial keys 2FN·C·2D, pointer keys 2PCD, scores 2NMD,
   weighted sum over the 64-channel memory 2NMC, composed out projection 2NCD; MLP 2*2NDH.
   Layer 0's self-attention and cross-attention queries are counted once per call (shared by
-  the objects), everything else once per object.
+  the objects), everything else once per object. This is the exported (narrow) form, the one
+  ONNX Runtime and TensorRT run. Eager PyTorch runs the fused SDPA form (256-channel values:
+  the official's attention FLOPs), and is still held to this bound, the least work any of our
+  forms does, so its ratio includes that extra work.
 
 Element-wise work (softmax, RoPE, LayerNorm, residuals) is not counted: the bound is FLOPs / the
 fp32 GEMM rate measured in the same run, with the same clock. This machine's GEMM rate drifts by

@@ -24,14 +24,20 @@ is done about it:
 - the cross-attention attends over the 64-channel memory itself and projects afterwards
   (softmax rows sum to 1, so P @ (M Wv' + bv) = (P @ M) Wv' + bv), with out_proj and v_proj
   composed into one 64 -> 256 map: the weighted sum costs 64 channels instead of 256 (a 4x
-  smaller second MatMul). PyTorch's fused SDPA kernel needs equal key and value widths, so
-  this runs as plain attention in query chunks: in exported graphs and in eager CPU (there
-  one object at a time), where it beats the fused kernel with 256-channel values; eager CUDA
-  keeps the fused kernel;
+  smaller second MatMul). This is the exported graphs' form, as plain attention in query
+  chunks (ONNX Runtime and TensorRT run plain MatMul-Softmax-MatMul well). Eager PyTorch, on
+  the CPU as on CUDA, keeps v_proj and the fused SDPA kernel (it needs equal key and value
+  widths): its blocked kernel keeps the scores in cache, while torch's separate MatMul,
+  softmax and MatMul over a [chunk, F*4096] score block do not. Measured on the CPU (the
+  memory-attention artifact alone, 1 object, 4 pointers, hiera_t, wall ms, interleaved
+  medians; narrow in query chunks of 128, the fastest eager chunk): at 2 threads narrow vs fused
+  2509 vs 2150 at F = 2, 3001 vs 2521 at F = 3, 3106 vs 2836 at F = 4, 5351 vs 4669 at F = 7,
+  and a wash at F = 1 (1624 vs 1549, 1608 vs 1738 in two runs); at 1 thread a wash too (F = 1
+  2613 vs 2697, F = 4 6195 vs 6067);
 - RoPE is a second projection with pair-swapped weight rows plus two elementwise passes
   (``rope.rotate_projected``), bit-identical to the pairwise form;
-- plain attention folds the softmax scale (1/16, exact) into the query weights and runs in
-  query chunks, so no [B, 4096, F*4096] score matrix is held at once.
+- exported plain attention folds the softmax scale (1/16, exact) into the query weights and
+  runs in query chunks, so no [B, 4096, F*4096] score matrix is held at once.
 
 EdgeTAM changes two things, both constructor arguments: the number of layers (2), and the
 memory frames, which hold 512 perceiver latents instead of 64x64 tokens. There the keys of
@@ -52,15 +58,13 @@ from torch.nn import functional as F
 from sam2edge.model.common import is_tracing, sine_position_encoding_2d
 from sam2edge.model.rope import interleaved_rope_tables, rotate_projected, swap_pairs
 
-# Query chunks of the plain (unfused) attention. Every query row is its own softmax, so chunking
-# changes no value; it bounds the score block to [B, chunk, F*4096] (a whole [B, 4096, F*4096] is
-# 470 MB per object at F = 7) and keeps more of it in cache. Exported graphs: each chunk is a plain
-# MatMul-Softmax-MatMul (TensorRT fuses it). Measured on the cross-attention core (4096 queries,
-# 4 memory frames, 64-channel values, 1 thread, CPU time): ONNX Runtime whole 713 ms, chunks of
-# 1024 / 512 / 256 / 128 / 64: 578 / 566 / 549 / 604 / 685 ms; eager PyTorch 1024 / 512 / 256 / 128:
-# 935 / 941 / 734 / 577 ms (the fused SDPA kernel with 256-channel values: 740 ms).
+# Query chunks of the plain (unfused) attention in exported graphs. Every query row is its own
+# softmax, so chunking changes no value; it bounds the score block to [B, chunk, F*4096] (a whole
+# [B, 4096, F*4096] is 470 MB per object at F = 7) and keeps more of it in cache. Each chunk is a
+# plain MatMul-Softmax-MatMul (TensorRT fuses it). Measured on the cross-attention core (4096
+# queries, 4 memory frames, 64-channel values, 1 thread, CPU time): ONNX Runtime whole 713 ms,
+# chunks of 1024 / 512 / 256 / 128 / 64: 578 / 566 / 549 / 604 / 685 ms.
 EXPORT_QUERY_CHUNK = 512
-EAGER_QUERY_CHUNK = 128
 
 
 class _Projections(nn.Module):
@@ -95,32 +99,11 @@ def _plain_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk: i
     return torch.cat([(c @ kt).softmax(-1) @ v for c in q.split(chunk, dim=1)], dim=1)
 
 
-def _plain_attention_per_object(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk: int) -> torch.Tensor:
-    """``_plain_attention`` one object (batch row of k) at a time: eager CPU. With B objects in one
-    batched product the score block is [B, chunk, F*4096] and torch's batched MatMul on the CPU
-    ran slower per object than B calls with batch 1, measured on the whole module (2 threads,
-    4 objects, 16 pointers): 2786 vs 2094 ms per object at F = 4, 4265 vs 3299 at F = 7, the
-    same at F = 1 (997 vs 1006). Exported graphs keep the batched form (ONNX Runtime runs it at
-    the single-object cost per object; TensorRT batches natively)."""
-    if k.shape[0] == 1:
-        return _plain_attention(q, k, v, chunk)
-    shared = q.shape[0] == 1
-    return torch.cat([_plain_attention(q if shared else q[b : b + 1], k[b : b + 1], v[b : b + 1], chunk)
-                      for b in range(k.shape[0])])
-
-
 def _fused_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
     """PyTorch's fused SDPA kernel (it needs equal q, k and v widths), through a unit head axis.
     q [1 or B, Nq, D] (broadcast over k's batch), k and v [B, Nk, D] -> [B, Nq, D]."""
     q = q.expand(k.shape[0], -1, -1)
     return F.scaled_dot_product_attention(q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1), scale=scale).squeeze(1)
-
-
-def narrow_cross_attention(device: torch.device) -> bool:
-    """Whether the cross-attention attends over the 64-channel memory (plain attention in query
-    chunks, then the composed projection): in exported graphs and in eager CPU. Eager CUDA keeps
-    v_proj and the fused SDPA kernel (256-channel values)."""
-    return is_tracing() or device.type == "cpu"
 
 
 class MemoryAttentionLayer(nn.Module):
@@ -167,7 +150,7 @@ class MemoryAttentionLayer(nn.Module):
         rope: torch.Tensor, rope_k: torch.Tensor,
     ) -> torch.Tensor:
         ca = self.cross_attn_image
-        narrow = narrow_cross_attention(h.device)
+        narrow = is_tracing()  # the exported form; eager PyTorch keeps the fused kernel (module docstring)
         q = ca.rotated(ca.q_proj, h, rope, self.scale if narrow else 1.0)
         # Every memory frame takes the same per-position table: [B, F, T, C] against [T, D].
         k_spatial = ca.rotated(ca.k_proj, keys_spatial.unflatten(1, (-1, rope_k.shape[1])), rope_k).flatten(1, 2)
@@ -177,11 +160,7 @@ class MemoryAttentionLayer(nn.Module):
             # rows sum to 1, so the v_proj bias passes through the weighted sum unchanged.
             weight = ca.out_proj.weight @ ca.v_proj.weight
             bias = ca.out_proj.weight @ ca.v_proj.bias + ca.out_proj.bias
-            if is_tracing():
-                out = _plain_attention(q, k, values, EXPORT_QUERY_CHUNK)
-            else:
-                out = _plain_attention_per_object(q, k, values, EAGER_QUERY_CHUNK)
-            return F.linear(out, weight, bias)
+            return F.linear(_plain_attention(q, k, values, EXPORT_QUERY_CHUNK), weight, bias)
         return ca.out_proj(_fused_attention(q, k, ca.v_proj(values), self.scale))
 
 

@@ -28,8 +28,13 @@ attention call computes the shared frame's layer-0 self-attention once for all o
 ``MemoryAttention``), calls of one compute it per object. Quiet machine, 2 threads, wall time,
 8 objects, 3 tracked frames, 5 interleaved runs, ms per tracked frame, per-object vs batched:
 ONNX Runtime median 15054 vs 13830 (batched faster in 5 of 5 pairs), PyTorch 23449 vs 23814
-(per object faster in 4 of 5; the eager model loops over objects inside the attention core
-anyway). ONNX Runtime, GPU and remote backends keep the batches.
+(per object faster in 4 of 5). ONNX Runtime, GPU and remote backends keep the batches.
+
+Eager PyTorch has since moved to the fused SDPA kernel for the memory attention (the table's
+PyTorch row was the older narrow form). Batching only the memory attention again did not pay
+in the tracker: 4 objects, 4 tracked frames, 3 interleaved runs, per object 14564 (14564,
+13664, 14826) vs batched 15189 (15189, 12958, 15733) ms per tracked frame; so torch-cpu keeps
+one object per call for all three.
 """
 
 from __future__ import annotations
