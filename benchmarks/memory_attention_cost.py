@@ -84,23 +84,14 @@ class GemmProbe:
     SHAPE, TIMES = (N, D, N), 4
 
     def __init__(self, seed: int = 0) -> None:
-        import onnxruntime as ort
         import torch
-        from onnx import TensorProto, helper, numpy_helper
+
+        from benchmarks.ort_profile import matmul_session
 
         gen = torch.Generator().manual_seed(seed)
         m, k, n = self.SHAPE
         self.a, self.b = torch.randn(m, k, generator=gen), torch.randn(k, n, generator=gen)
-        self.feeds = {"a": self.a.numpy()}
-        graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "gemm_probe",
-                                  [helper.make_tensor_value_info("a", TensorProto.FLOAT, [m, k])],
-                                  [helper.make_tensor_value_info("c", TensorProto.FLOAT, [m, n])],
-                                  [numpy_helper.from_array(self.b.numpy(), "b")])
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-        model.ir_version = 8
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = torch.get_num_threads()
-        self.session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        self.session, self.feeds = matmul_session(m, k, n, torch.get_num_threads())
 
     def torch(self) -> None:
         for _ in range(self.TIMES):

@@ -137,8 +137,9 @@ def profile(model_path: Path, feeds: dict, threads: int, runs: int) -> dict:
     return {"wall_ms": statistics.median(walls), "kernel_ms": total_us / runs / 1e3, "ops": ops, "product_shapes": shapes}
 
 
-def isolated_rate(rows: int, inner: int, cols: int, threads: int, runs: int = 7) -> float:
-    """GFLOP/s of one MatMul [rows, inner] x [inner, cols] (constant right operand), alone in a session."""
+def matmul_session(rows: int, inner: int, cols: int, threads: int) -> tuple:
+    """One MatMul [rows, inner] x [inner, cols] (constant right operand) alone in a session with
+    our CPU settings -> (session, its input feeds)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -150,13 +151,17 @@ def isolated_rate(rows: int, inner: int, cols: int, threads: int, runs: int = 7)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 9
     onnx.checker.check_model(model)
-    sess = _session(model.SerializeToString(), threads)
-    x = rng.standard_normal((rows, inner)).astype(np.float32)
-    sess.run(None, {"x": x})
+    return _session(model.SerializeToString(), threads), {"x": rng.standard_normal((rows, inner)).astype(np.float32)}
+
+
+def isolated_rate(rows: int, inner: int, cols: int, threads: int, runs: int = 7) -> float:
+    """GFLOP/s of one MatMul [rows, inner] x [inner, cols] (constant right operand), alone in a session."""
+    sess, feeds = matmul_session(rows, inner, cols, threads)
+    sess.run(None, feeds)
     times = []
     for _ in range(runs):
         t0 = time.perf_counter()
-        sess.run(None, {"x": x})
+        sess.run(None, feeds)
         times.append(time.perf_counter() - t0)
     return 2 * rows * inner * cols / statistics.median(times) / 1e9
 
