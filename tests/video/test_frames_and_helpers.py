@@ -76,16 +76,21 @@ def test_pil_preprocessing_is_the_official_video_loader(tmp_path):
     misc = pytest.importorskip("sam2.utils.misc")
     from PIL import Image
 
-    frame = make_clip(1, 90, 120).frames[0]
-    Image.fromarray(frame).save(tmp_path / "0.png")
-    img, _, _ = misc._load_img_as_tensor(str(tmp_path / "0.png"), 1024)
-    ref = torch.zeros(1, 3, 1024, 1024)
-    ref[0] = img
-    ref -= torch.tensor([0.485, 0.456, 0.406])[:, None, None]
-    ref /= torch.tensor([0.229, 0.224, 0.225])[:, None, None]
-    ours = make_preprocess("exact", video=True)(frame)
-    print(f"\npil preprocessing max diff vs official loader: {np.abs(ours - ref.numpy()).max():.1e}")
-    np.testing.assert_array_equal(ours, ref.numpy())
+    # A small frame (resized up), and a 1024x1024 one (not resized) holding every uint8 value in
+    # every channel, so each entry of the per-channel table that replaces the arithmetic is compared.
+    every_value = np.stack([np.roll(np.tile(np.arange(256, dtype=np.uint8), (1024, 4)), k, axis=1) for k in (0, 7, 99)], -1)
+    for i, frame in enumerate([make_clip(1, 90, 120).frames[0], every_value]):
+        Image.fromarray(frame).save(tmp_path / f"{i}.png")
+        img, _, _ = misc._load_img_as_tensor(str(tmp_path / f"{i}.png"), 1024)
+        ref = torch.zeros(1, 3, 1024, 1024)
+        ref[0] = img
+        ref -= torch.tensor([0.485, 0.456, 0.406])[:, None, None]
+        ref /= torch.tensor([0.229, 0.224, 0.225])[:, None, None]
+        ours = make_preprocess("exact", video=True)(frame)
+        print(f"\npil preprocessing {frame.shape} max diff vs official loader: {np.abs(ours - ref.numpy()).max():.1e}")
+        np.testing.assert_array_equal(ours, ref.numpy())
+        assert ours.flags.c_contiguous
+    assert {int(v) for v in np.unique(every_value[..., 2])} == set(range(256))
     assert make_preprocess("opencv", video=True)(frame).shape == (1, 3, 1024, 1024)
 
 
