@@ -38,6 +38,10 @@ class VideoOptions:
     num_frames: length of an iterable source when known (it sets the pointer normaliser
         min(num_frames, 16) - 1 as the official does); None = unknown (treated as >= 16).
     mask_threshold: logits above it are foreground in the returned masks.
+    prefetch: while propagation runs the networks on one frame, read and pre-process the next
+        one in a background thread (files, folders and lists; a one-pass iterable is always read
+        when its frame is needed). On a GPU the host's frame work then overlaps the device's;
+        the results are the same either way. False reads every frame on the calling thread.
     """
 
     fill_hole_area: float = 8.0
@@ -48,6 +52,7 @@ class VideoOptions:
     input_color_format: str = "bgr"
     num_frames: int | None = None
     mask_threshold: float = 0.0
+    prefetch: bool = True
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,10 @@ It follows the official SAM2VideoPredictor step by step (see bank.py for memory 
   prompted outputs are reused; all objects of a frame are batched (runners.py);
 * ``propagate`` is a generator: results are yielded, never accumulated; the bank is pruned
   as the frontier moves (bank.py), and frames are decoded lazily from the source;
+* while the networks run on one frame, a background thread reads and pre-processes the next
+  one in the propagation order (``prefetch``, seekable sources only). The source is never read
+  by two threads at once: any other read waits for that one first. A frame's read error is
+  raised when that frame is tracked, as without the prefetch;
 * a prompt computes everything first and records last, so a failed one (bad argument,
   unreadable frame, backend error) changes nothing; arguments are checked like the image API's
   (prompts.py); a one-pass source is never consumed to reach a prompt's frame.
@@ -20,6 +24,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
 from typing import Any
 
 import numpy as np
@@ -56,6 +62,8 @@ class VideoTracker:
             raise InputError(f"memory_dtype must be one of {STORAGE_DTYPES}, got {options.memory_dtype!r}")
         if options.retention not in ("window", "all"):
             raise InputError(f"retention must be 'window' or 'all', got {options.retention!r}")
+        if not isinstance(options.prefetch, bool):
+            raise InputError(f"prefetch must be True or False, got {options.prefetch!r}")
         self.nets = nets
         self.source = source
         self.config = config
@@ -73,6 +81,9 @@ class VideoTracker:
         self._objects: dict[int, ObjectMemory] = {}
         self._features: FrameFeatures | None = None
         self.frames_decoded = 0
+        self._prefetch_after: tuple[int, int] | None = None  # (frame being tracked, the one to read next)
+        self._prefetched: tuple[int, Future] | None = None  # the read in flight or done, not yet taken
+        self._reader: ThreadPoolExecutor | None = None
 
     # -- properties ------------------------------------------------------------------------
     @property
@@ -87,7 +98,8 @@ class VideoTracker:
         return self.source.video_hw
 
     def memory_bytes(self) -> int:
-        """Bytes held by the memory bank of every object plus the cached frame features."""
+        """Bytes held by the memory bank of every object plus the cached frame features (not the
+        one frame that propagation's prefetch may hold, read and pre-processed: 12 MB at 1024)."""
         feats = self._features
         cached = 0 if feats is None else sum(a.nbytes for a in (feats.image_embed, feats.high_res_0,
                                                                   feats.high_res_1, feats.vision_features))
@@ -232,6 +244,10 @@ class VideoTracker:
         self._objects.clear()
 
     def close(self) -> None:
+        self._drop_prefetched()  # waits for a read in flight: the source is closed after it
+        if self._reader is not None:
+            self._reader.shutdown(wait=True)
+            self._reader = None
         self.source.close()
         self._features = None
 
@@ -260,14 +276,22 @@ class VideoTracker:
         self._commit()
         if start is None:
             start = min(o.first_cond_frame() for o in self._objects.values())  # type: ignore[type-var]
-        for frame_idx in self._order(start, reverse, max_frames):
+        order = iter(self._order(start, reverse, max_frames))
+        frame_idx = next(order, None)
+        while frame_idx is not None:
+            following = next(order, None)
+            if following is not None and self.options.prefetch and self.source.seekable:
+                self._prefetch_after = (frame_idx, following)
             try:
                 result = self.step(frame_idx, reverse)
             except EndOfVideo:
                 if reverse:
                     raise
                 return
+            finally:
+                self._prefetch_after = None
             yield result
+            frame_idx = following
 
     def _order(self, start: int, reverse: bool, max_frames: int | None) -> Iterable[int]:
         if reverse:
@@ -339,8 +363,10 @@ class VideoTracker:
 
     def _features_for(self, frame_idx: int) -> FrameFeatures:
         if self._features is not None and self._features.frame_idx == frame_idx:
+            self._prefetch_next(frame_idx)
             return self._features
         image, hw = self._load(frame_idx)
+        self._prefetch_next(frame_idx)
         feats = self.nets.encode(frame_idx, image, hw)
         self._flush_pending()  # the cached frame's pending memory needs its features: encode it before they go
         self._features = feats
@@ -361,10 +387,40 @@ class VideoTracker:
             raise VideoError(f"frame_idx {frame_idx}: {reason}")
 
     def _load(self, frame_idx: int) -> tuple[np.ndarray, tuple[int, int]]:
+        """Frame ``frame_idx`` pre-processed, and the video's (H, W): the prefetched one when it is
+        that frame (its read error is raised here), else read now, after any read in flight."""
+        ahead, self._prefetched = self._prefetched, None
+        if ahead is not None:
+            if ahead[0] == frame_idx:
+                return ahead[1].result()
+            wait_futures([ahead[1]])  # another frame: never read the source from two threads
+        return self._read(frame_idx)
+
+    def _read(self, frame_idx: int) -> tuple[np.ndarray, tuple[int, int]]:
         rgb = self.source.read(frame_idx)
         self.frames_decoded += 1
         hw = (int(rgb.shape[0]), int(rgb.shape[1]))
         return self._preprocess(rgb), hw
+
+    def _prefetch_next(self, frame_idx: int) -> None:
+        """Once the frame being tracked is loaded, start reading the next one (it is read while
+        this one is encoded and tracked)."""
+        after = self._prefetch_after
+        if after is not None and after[0] == frame_idx:
+            self._prefetch_after = None
+            self._start_prefetch(after[1])
+
+    def _start_prefetch(self, frame_idx: int) -> None:
+        self._drop_prefetched()
+        if self._reader is None:
+            self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sam2edge-frame-reader")
+        self._prefetched = (frame_idx, self._reader.submit(self._read, frame_idx))
+
+    def _drop_prefetched(self) -> None:
+        """Forget the prefetched frame, after its read has finished (its outcome is not wanted)."""
+        ahead, self._prefetched = self._prefetched, None
+        if ahead is not None:
+            wait_futures([ahead[1]])
 
     def _fill(self, low_res: np.ndarray) -> np.ndarray:
         area = self.options.fill_hole_area
