@@ -52,7 +52,7 @@ def track(model: Any, source: Any, video_backend: str = "auto", **options: Any) 
     frames, else OpenCV; or "pyav" / "opencv"), a folder of images, a list /
     [N,H,W,3] array of frames, or any iterable of frames (one pass). ``options`` are the
     fields of VideoOptions (fill_hole_area, memory_dtype, max_cond_frames, retention,
-    preprocessing, input_color_format, num_frames, mask_threshold).
+    preprocessing, input_color_format, num_frames, mask_threshold, prefetch).
     """
     opts = VideoOptions(**options)
     nets = VideoRunners(video_runners(model), model.config)
