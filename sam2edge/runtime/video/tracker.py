@@ -389,11 +389,11 @@ class VideoTracker:
     def _load(self, frame_idx: int) -> tuple[np.ndarray, tuple[int, int]]:
         """Frame ``frame_idx`` pre-processed, and the video's (H, W): the prefetched one when it is
         that frame (its read error is raised here), else read now, after any read in flight."""
-        ahead, self._prefetched = self._prefetched, None
-        if ahead is not None:
-            if ahead[0] == frame_idx:
-                return ahead[1].result()
-            wait_futures([ahead[1]])  # another frame: never read the source from two threads
+        ahead = self._prefetched
+        if ahead is not None and ahead[0] == frame_idx:
+            self._prefetched = None
+            return ahead[1].result()
+        self._drop_prefetched()  # another frame: never read the source from two threads
         return self._read(frame_idx)
 
     def _read(self, frame_idx: int) -> tuple[np.ndarray, tuple[int, int]]:
