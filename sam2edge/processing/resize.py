@@ -151,15 +151,14 @@ def _antialias_cols(x: np.ndarray, n_out: int) -> np.ndarray:
     transposes of a 1920x1080x3 image that resampling axis 0 would need took 13 of the 29 ms
     of its resize to 1024x1024, and this pass takes about half the time of transpose + rows.
     (A single plane is not done this way: its blocks are too narrow for good products.)"""
-    h, w = x.shape[:2]
-    channels = int(np.prod(x.shape[2:], dtype=np.int64))
+    h, w, channels = x.shape
     flat = np.ascontiguousarray(x).reshape(h, w * channels)
     out = np.empty((h, n_out * channels), dtype=np.float32)
     for o0, o1, s0, s1, spread in _banded_weights_cols(w, n_out, channels):
         step = max(64, _GEMM_WORK // spread.size)  # small products, on the calling thread (see below)
         for r0 in range(0, h, step):
             np.matmul(flat[r0 : r0 + step, s0:s1], spread, out=out[r0 : r0 + step, o0:o1])
-    return out.reshape((h, n_out) + x.shape[2:])
+    return out.reshape(h, n_out, channels)
 
 
 def _antialias_rows(x: np.ndarray, n_out: int) -> np.ndarray:
